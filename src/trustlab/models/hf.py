@@ -1,0 +1,321 @@
+"""White-box backend: a Hugging Face causal LM in this process.
+
+Gives everything the black-box backend gives, plus loglikelihoods, attentions, hidden states, forward
+hooks and gradients. Generation is batched with left padding and goes straight through
+``model.generate`` (see ``benchmarks/generation.py`` for the overhead we measure against it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from trustlab.errors import ContextLengthError, require
+from trustlab.models.base import (
+    Capabilities,
+    Generation,
+    GenerationConfig,
+    ModelHandle,
+    Prompt,
+    as_messages,
+    plain_text,
+    strip_at_stop,
+)
+
+
+class HFModel(ModelHandle):
+    """A transformers causal LM and its tokenizer behind the common handle.
+
+    Args:
+        model: a loaded ``PreTrainedModel`` (or a PEFT model wrapping one).
+        tokenizer: its tokenizer.
+        name: a display name (default: the model's ``name_or_path``).
+        batch_size: prompts per forward batch in :meth:`generate` and :meth:`loglikelihood`.
+
+    Example:
+        >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+        >>> handle = HFModel(AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p))
+        >>> handle.generate("Hello", max_new_tokens=5)
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, name: str | None = None, batch_size: int = 8):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        config = model.config
+        self.name = name or getattr(config, "name_or_path", None) or type(model).__name__
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        max_ctx = getattr(config, "max_position_embeddings", None)
+        self.capabilities = Capabilities(
+            backend="hf",
+            logprobs=True,
+            loglikelihood=True,
+            attentions=True,
+            hidden_states=True,
+            gradients=True,
+            chat_template=bool(getattr(tokenizer, "chat_template", None)),
+            max_context=int(max_ctx) if max_ctx else None,
+        )
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        gguf_file: str | None = None,
+        dtype: Any = "float32",
+        attn_implementation: str = "eager",
+        device: str = "cpu",
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> HFModel:
+        """Load a causal LM and tokenizer from a hub id, a local folder or a folder + GGUF file.
+
+        ``attn_implementation="eager"`` (default) is what attention maps need; ``"sdpa"`` is faster.
+        """
+        torch = require("torch", "llm")
+        transformers = require("transformers", "llm")
+        if gguf_file:
+            require("gguf", "llm")
+            require("accelerate", "llm")  # the GGUF loader needs it
+        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        tok = transformers.AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(path), gguf_file=gguf_file, dtype=torch_dtype, attn_implementation=attn_implementation, **kwargs
+        )
+        model.to(device).eval()
+        return cls(model, tok, name=name or str(path))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    @property
+    def attn_implementation(self) -> str:
+        return self.model.config._attn_implementation
+
+    def set_attn_implementation(self, impl: str) -> None:
+        """Switch between ``"eager"`` and ``"sdpa"`` in place (no reload)."""
+        self.model.set_attn_implementation(impl)
+
+    @contextlib.contextmanager
+    def using_attn_implementation(self, impl: str) -> Iterator[None]:
+        """Temporarily use another attention implementation; restored on exit."""
+        old = self.attn_implementation
+        if impl == old:
+            yield
+            return
+        self.set_attn_implementation(impl)
+        try:
+            yield
+        finally:
+            self.set_attn_implementation(old)
+
+    # ------------------------------------------------------------------ prompts
+    def render(self, prompt: Prompt, chat_template: bool = True) -> str:
+        """The exact text the model sees (chat-templated or raw)."""
+        if not chat_template:
+            return plain_text(prompt)
+        messages = as_messages(prompt)
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=messages[-1]["role"] != "assistant"
+        )
+
+    def tokenize(self, prompt: Prompt, chat_template: bool = True) -> list[int]:
+        """Token ids of a rendered prompt (the template carries its own special tokens)."""
+        text = self.render(prompt, chat_template)
+        return self.tokenizer(text, add_special_tokens=not chat_template)["input_ids"]
+
+    def _fit(self, ids: list[int], cfg: GenerationConfig, index: int) -> tuple[list[int], int]:
+        """Apply the context-window policy to one prompt. Returns (ids, tokens dropped)."""
+        limit = self.capabilities.max_context
+        if limit is None or len(ids) + cfg.max_new_tokens <= limit:
+            return ids, 0
+        excess = len(ids) + cfg.max_new_tokens - limit
+        if cfg.truncation == "error" or excess >= len(ids):
+            raise ContextLengthError(
+                f"prompt {index} has {len(ids)} tokens; with max_new_tokens={cfg.max_new_tokens} that exceeds "
+                f"the context window of {limit} tokens of {self.name!r} by {excess}. Shorten the prompt, lower "
+                "max_new_tokens, or pass truncation='left' to drop the oldest tokens."
+            )
+        warnings.warn(f"prompt {index}: dropped the first {excess} of {len(ids)} tokens to fit the "
+                      f"{limit}-token context window", stacklevel=3)
+        return ids[excess:], excess
+
+    def _pad_left(self, rows: list[list[int]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    def encode(self, prompts: Sequence[Prompt], chat_template: bool = True) -> dict[str, Any]:
+        """Left-padded ``input_ids`` / ``attention_mask`` for a batch of prompts."""
+        return self._pad_left([self.tokenize(p, chat_template) for p in prompts])
+
+    # ------------------------------------------------------------------ generation
+    def _hf_generation_config(self, cfg: GenerationConfig) -> Any:
+        import copy
+
+        gc = copy.deepcopy(self.model.generation_config)
+        gc.max_new_tokens = cfg.max_new_tokens
+        gc.do_sample = not cfg.greedy
+        gc.temperature = cfg.temperature if not cfg.greedy else None
+        gc.top_p = cfg.top_p if not cfg.greedy else None
+        gc.top_k = None
+        gc.num_return_sequences = 1 if cfg.greedy else cfg.n
+        gc.pad_token_id = self.tokenizer.pad_token_id
+        if gc.eos_token_id is None:
+            gc.eos_token_id = self.tokenizer.eos_token_id
+        gc.return_dict_in_generate = True
+        gc.output_logits = cfg.logprobs
+        if cfg.stop:
+            gc.stop_strings = list(cfg.stop)
+        return gc
+
+    def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat_template: bool) -> list[list[Generation]]:
+        import torch
+
+        fitted = [self._fit(self.tokenize(p, chat_template), cfg, i) for i, p in enumerate(prompts)]
+        gc = self._hf_generation_config(cfg)
+        if cfg.seed is not None:
+            torch.manual_seed(cfg.seed)
+        results: list[list[Generation]] = []
+        for start in range(0, len(fitted), self.batch_size):
+            chunk = fitted[start:start + self.batch_size]
+            batch = self._pad_left([ids for ids, _ in chunk])
+            with torch.inference_mode():
+                out = self.model.generate(**batch, generation_config=gc,
+                                          tokenizer=self.tokenizer if cfg.stop else None)
+            new = out.sequences[:, batch["input_ids"].shape[1]:]  # (B * k, T_new)
+            k = gc.num_return_sequences
+            for b, (ids, dropped) in enumerate(chunk):
+                samples = [
+                    self._decode(new[b * k + j], out.logits, b * k + j, cfg, len(ids), dropped)
+                    for j in range(k)
+                ]
+                results.append(samples if k == cfg.n else [samples[0]] * cfg.n)
+        return results
+
+    def _decode(self, row: Any, logits: Any, r: int, cfg: GenerationConfig, n_prompt: int,
+                dropped: int) -> Generation:
+        import torch
+
+        ids = row.tolist()
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        end = next((i for i, t in enumerate(ids) if t in eos_ids), None)
+        finish = "stop" if end is not None else "length"
+        ids = ids[: end if end is not None else len(ids)]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text, hit = strip_at_stop(text, cfg.stop)
+        if hit:
+            finish = "stop"
+            # keep the tokens that lie before the stop string
+            keep = next((i for i in range(len(ids) + 1)
+                         if len(self.tokenizer.decode(ids[:i], skip_special_tokens=True)) >= len(text)), len(ids))
+            ids = ids[:keep]
+        gen = Generation(text=text, finish_reason=finish, prompt_tokens=n_prompt, truncated_tokens=dropped)
+        if cfg.logprobs and logits is not None:
+            steps = torch.stack([step[r] for step in logits[: len(ids)]]).float()  # (T, V)
+            lp = torch.log_softmax(steps, dim=-1).gather(1, torch.tensor(ids).unsqueeze(1)).squeeze(1)
+            gen.token_logprobs = lp.tolist()
+            gen.tokens = [self.tokenizer.decode([t]) for t in ids]
+        return gen
+
+    # ------------------------------------------------------------------ scoring
+    def _loglikelihood(self, requests: list[tuple[Prompt, str]], chat_template: bool) -> list[tuple[float, bool]]:
+        import torch
+
+        rows = []
+        for ctx, cont in requests:
+            text = self.render(ctx, chat_template)
+            stripped = text.rstrip(" ")  # lm-eval: trailing spaces belong to the continuation
+            cont = text[len(stripped):] + cont
+            ctx_ids = self.tokenizer(stripped, add_special_tokens=not chat_template)["input_ids"]
+            cont_ids = self.tokenizer(cont, add_special_tokens=False)["input_ids"]
+            if not cont_ids:
+                raise ValueError(f"empty continuation for context {ctx!r}")
+            rows.append((ctx_ids, cont_ids))
+        out: list[tuple[float, bool]] = []
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            seqs = [(c + t)[:-1] for c, t in chunk]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(seqs):  # right padding: positions stay aligned with the context
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, : len(s)] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+            for i, (c, t) in enumerate(chunk):
+                pos = torch.arange(len(c) - 1, len(c) - 1 + len(t))
+                target = torch.tensor(t)
+                lp = logp[i, pos].gather(1, target.unsqueeze(1).to(logp.device)).sum().item()
+                greedy = bool((logp[i, pos].argmax(-1).cpu() == target).all())
+                out.append((lp, greedy))
+        return out
+
+    # ------------------------------------------------------------------ white-box access
+    def forward(
+        self,
+        prompts: Sequence[Prompt] | Prompt,
+        *,
+        chat_template: bool = True,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        grad: bool = False,
+    ) -> tuple[Any, dict[str, Any]]:
+        """One forward pass over a left-padded batch. Returns (model outputs, the batch).
+
+        Attentions need eager attention (sdpa computes none); the model switches for this call only.
+
+        Example:
+            >>> out, batch = handle.forward(["Hi"], output_attentions=True)
+            >>> out.attentions[0].shape  # (B, H, T, T)
+        """
+        import torch
+
+        from trustlab.models.base import check_prompts
+
+        batch = self.encode(check_prompts(prompts), chat_template)
+        impl = "eager" if output_attentions else self.attn_implementation
+        ctx = contextlib.nullcontext() if grad else torch.inference_mode()
+        with self.using_attn_implementation(impl), ctx:
+            out = self.model(**batch, output_attentions=output_attentions,
+                             output_hidden_states=output_hidden_states)
+        return out, batch
+
+    @contextlib.contextmanager
+    def hooks(self, hooks: dict[str, Callable[..., Any]], *, pre: bool = False) -> Iterator[None]:
+        """Install forward (or forward-pre) hooks on named submodules; always removed on exit.
+
+        Example:
+            >>> seen = {}
+            >>> with handle.hooks({"model.layers.0.mlp": lambda m, i, o: seen.update(out=o)}):
+            ...     handle.forward("Hi")
+        """
+        handles = []
+        try:
+            for name, fn in hooks.items():
+                module = self.model.get_submodule(name)
+                reg = module.register_forward_pre_hook if pre else module.register_forward_hook
+                handles.append(reg(fn))
+            yield
+        finally:
+            for h in handles:
+                h.remove()

@@ -1,0 +1,191 @@
+"""Black-box backend: any OpenAI-compatible HTTP server (vLLM, llama.cpp, TGI, OpenAI itself).
+
+``chat_template=True`` uses ``/chat/completions`` (the server applies its template);
+``chat_template=False`` uses ``/completions`` with the raw text. Requests run in a bounded thread pool,
+with timeouts and retries with exponential backoff on connection errors, 429 and 5xx. Servers that
+ignore ``n`` (llama.cpp does) get the missing samples as extra requests.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from trustlab.errors import ContextLengthError, EndpointError, require
+from trustlab.models.base import (
+    Capabilities,
+    Generation,
+    GenerationConfig,
+    ModelHandle,
+    Prompt,
+    as_messages,
+    plain_text,
+)
+
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIModel(ModelHandle):
+    """A model behind an OpenAI-compatible endpoint.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8080/v1``.
+        model_name: the ``model`` field to send; default: the first model the server lists.
+        api_key: sent as a bearer token (default ``"EMPTY"``, which local servers accept).
+        max_concurrency: requests in flight at once (default 8).
+        timeout: seconds per request (default 60).
+        max_retries: retries after the first attempt (default 3); backoff doubles from ``backoff``.
+        max_context: the server's context window in tokens, if known.
+
+    Example:
+        >>> m = OpenAIModel("http://127.0.0.1:8080/v1")
+        >>> m.generate(["Say hi."], n=4, temperature=0.8)
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str | None = None,
+        *,
+        api_key: str = "EMPTY",
+        max_concurrency: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_context: int | None = None,
+    ):
+        httpx = require("httpx", "llm", pip="pip install httpx")
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"Authorization": f"Bearer {api_key}"},
+            limits=httpx.Limits(max_connections=max_concurrency),
+        )
+        self._model_name = model_name
+        self.name = f"openai:{self.base_url}" + (f"#{model_name}" if model_name else "")
+        self.calls = 0  # HTTP requests sent (for cost accounting in benchmarks)
+        self.capabilities = Capabilities(backend="openai", logprobs=True, chat_template=True,
+                                         max_context=max_context)
+
+    # ------------------------------------------------------------------ HTTP
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        import httpx
+
+        url = f"{self.base_url}{path}"
+        last: str = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + 0.25 * random.random()))
+            self.calls += 1
+            try:
+                resp = self._client.request(method, url, json=payload)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if resp.status_code in _RETRY_STATUS:
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                continue
+            if resp.status_code >= 400:
+                text = resp.text[:500]
+                if "context" in text.lower() and ("exceed" in text.lower() or "length" in text.lower()):
+                    raise ContextLengthError(f"{url} refused the prompt as too long for its context window: {text}")
+                raise EndpointError(f"{url} answered HTTP {resp.status_code}: {text}")
+            try:
+                return resp.json()
+            except ValueError:
+                raise EndpointError(f"{url} answered with non-JSON text: {resp.text[:300]!r}") from None
+        raise EndpointError(
+            f"could not get an answer from {url} after {self.max_retries + 1} attempts "
+            f"(timeout {self.timeout:g}s each); last error: {last}. Is the server running and reachable?"
+        )
+
+    @property
+    def model_name(self) -> str:
+        """The model name to send; asked from ``/models`` on first use when not given."""
+        if self._model_name is None:
+            data = self._request("GET", "/models").get("data") or []
+            if not data:
+                raise EndpointError(f"{self.base_url}/models lists no model; pass model_name=")
+            self._model_name = data[0]["id"]
+        return self._model_name
+
+    def list_models(self) -> list[str]:
+        return [m["id"] for m in self._request("GET", "/models").get("data", [])]
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------ generation
+    def _payload(self, prompt: Prompt, cfg: GenerationConfig, chat: bool, n: int, seed: int | None) -> dict[str, Any]:
+        p: dict[str, Any] = {
+            "model": self.model_name,
+            "max_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+            "n": n,
+        }
+        if not cfg.greedy:
+            p["top_p"] = cfg.top_p
+        if seed is not None:
+            p["seed"] = seed
+        if cfg.stop:
+            p["stop"] = list(cfg.stop)
+        if chat:
+            p["messages"] = as_messages(prompt)
+            if cfg.logprobs:
+                p["logprobs"], p["top_logprobs"] = True, 1
+        else:
+            p["prompt"] = plain_text(prompt)
+            if cfg.logprobs:
+                p["logprobs"] = 1
+        return p
+
+    @staticmethod
+    def _parse_choice(choice: dict[str, Any], chat: bool, prompt_tokens: int) -> Generation:
+        text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+        gen = Generation(text=text or "", finish_reason=choice.get("finish_reason") or "stop",
+                         prompt_tokens=prompt_tokens)
+        lp = choice.get("logprobs")
+        if lp:
+            if chat and lp.get("content") is not None:
+                gen.tokens = [t["token"] for t in lp["content"]]
+                gen.token_logprobs = [float(t["logprob"]) for t in lp["content"]]
+            elif not chat and lp.get("tokens") is not None:
+                gen.tokens = list(lp["tokens"])
+                gen.token_logprobs = [float(x) if x is not None else float("nan") for x in lp["token_logprobs"]]
+        return gen
+
+    def _one_call(self, prompt: Prompt, cfg: GenerationConfig, chat: bool, n: int, seed: int | None) -> list[Generation]:
+        data = self._request("POST", "/chat/completions" if chat else "/completions",
+                             self._payload(prompt, cfg, chat, n, seed))
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise EndpointError(f"{self.base_url}: response has no choices: {str(data)[:300]}")
+        used = (data.get("usage") or {}).get("prompt_tokens", 0)
+        return [self._parse_choice(c, chat, used) for c in choices[:n]]
+
+    def _samples(self, prompt: Prompt, cfg: GenerationConfig, chat: bool, pool: ThreadPoolExecutor) -> list[Generation]:
+        first = self._one_call(prompt, cfg, chat, 1 if cfg.greedy else cfg.n, cfg.seed)
+        if cfg.greedy:
+            return first * cfg.n
+        missing = cfg.n - len(first)
+        if missing <= 0:
+            return first
+        # The server ignored n: ask for the rest one by one, concurrently, with distinct seeds.
+        seeds = [None if cfg.seed is None else cfg.seed + 1 + i for i in range(missing)]
+        extra = pool.map(lambda s: self._one_call(prompt, cfg, chat, 1, s)[0], seeds)
+        return first + list(extra)
+
+    def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat: bool) -> list[list[Generation]]:
+        _ = self.model_name  # resolve once before fanning out
+        # Two pools: outer per prompt, inner for emulated n; together bounded by 2 * max_concurrency
+        # threads but by max_concurrency connections (httpx limits).
+        with ThreadPoolExecutor(self.max_concurrency) as outer, ThreadPoolExecutor(self.max_concurrency) as inner:
+            return list(outer.map(lambda p: self._samples(p, cfg, chat, inner), prompts))

@@ -1,0 +1,155 @@
+"""Run folders: every CLI command writes config.json, results.json, samples.jsonl, PNG plots and a
+self-contained report.html into one folder, and can resume from the samples it already wrote."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from trustlab.report.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl, write_json
+from trustlab.report.schema import machine_info
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
+    """Iterate with a rich progress bar on a terminal, silently otherwise (CI logs stay readable)."""
+    import sys
+
+    from rich.progress import track
+
+    if not sys.stderr.isatty() or os.environ.get("TRUSTLAB_NO_PROGRESS"):
+        yield from items
+        return
+    yield from track(items, description=description or "working", total=total, transient=True)
+
+
+@dataclass
+class Section:
+    """One section of report.html: a title, a paragraph, optional table rows and PNG images."""
+
+    title: str
+    text: str = ""
+    table: list[dict[str, Any]] | None = None
+    images: list[Path] = field(default_factory=list)
+    anchor: str = ""
+
+    def to_html(self) -> str:
+        anchor = self.anchor or "".join(c if c.isalnum() else "-" for c in self.title.lower())
+        parts = [f'<section id="{html.escape(anchor)}"><h2>{html.escape(self.title)}</h2>']
+        if self.text:
+            parts += [f"<p>{html.escape(p)}</p>" for p in self.text.split("\n\n")]
+        if self.table:
+            cols = list(dict.fromkeys(k for row in self.table for k in row))
+            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c, '')))}</td>" for c in cols) + "</tr>"
+                for row in self.table
+            )
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        for img in self.images:
+            data = base64.b64encode(Path(img).read_bytes()).decode()
+            parts.append(f'<figure><img alt="{html.escape(Path(img).stem)}" src="data:image/png;base64,{data}">'
+                         f"<figcaption>{html.escape(Path(img).stem)}</figcaption></figure>")
+        parts.append("</section>")
+        return "\n".join(parts)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}section{margin-bottom:2.5em}
+.meta{color:#666;font-size:.9em}"""
+
+
+def render_html(title: str, sections: list[Section], meta: dict[str, Any] | None = None) -> str:
+    """A self-contained HTML page (plots embedded as data URIs, no scripts, no external assets)."""
+    meta_html = ""
+    if meta:
+        meta_html = '<p class="meta">' + " &middot; ".join(
+            f"{html.escape(str(k))}: {html.escape(_fmt(v))}" for k, v in meta.items()
+        ) + "</p>"
+    toc = "".join(
+        f'<li><a href="#{html.escape(s.anchor or "".join(c if c.isalnum() else "-" for c in s.title.lower()))}">'
+        f"{html.escape(s.title)}</a></li>"
+        for s in sections
+    )
+    body = "\n".join(s.to_html() for s in sections)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{meta_html}<ul>{toc}</ul>{body}"
+        "</body></html>\n"
+    )
+
+
+class RunFolder:
+    """The folder a command writes into.
+
+    Args:
+        path: the folder (created if missing).
+        config: the run's configuration, written to ``config.json`` with machine info and a timestamp.
+
+    Example:
+        >>> run = RunFolder("runs/demo", {"model": "embedded", "seed": 0})
+        >>> run.add_sample({"prompt": "hi", "answer": "hello"})
+        >>> run.write_results({"accuracy": 1.0})
+    """
+
+    def __init__(self, path: str | os.PathLike, config: dict[str, Any] | None = None):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config = dict(config or {})
+        write_json(self.path / "config.json", {**self.config, "machine": machine_info(),
+                                               "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / "samples.jsonl"
+
+    def add_sample(self, row: dict[str, Any]) -> None:
+        """Append one per-item record; this is also the checkpoint a resumed run reads back."""
+        append_jsonl(self.samples_path, row)
+
+    def samples(self) -> list[dict[str, Any]]:
+        return list(read_jsonl(self.samples_path)) if self.samples_path.exists() else []
+
+    def done_keys(self, key: str = "id") -> set[Any]:
+        """Keys of the samples already written: skip these when resuming."""
+        return {row[key] for row in self.samples() if key in row}
+
+    def write_results(self, results: dict[str, Any]) -> Path:
+        return write_json(self.path / "results.json", results)
+
+    def save_plot(self, fig: Any, name: str) -> Path:
+        """Save a matplotlib figure as ``<name>.png`` (atomically) and close it."""
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return atomic_write_bytes(self.path / f"{name}.png", buf.getvalue())
+
+    def write_report(self, title: str, sections: list[Section], meta: dict[str, Any] | None = None) -> Path:
+        return atomic_write_text(self.path / "report.html", render_html(title, sections, meta))
+
+
+def plt():
+    """matplotlib.pyplot with the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot

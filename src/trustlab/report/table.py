@@ -1,0 +1,65 @@
+"""The README's method table, generated from committed results so it never claims more than was measured."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from trustlab.methods import METHODS
+from trustlab.report.io import atomic_write_text
+from trustlab.report.schema import read_benchmark, read_summary
+
+START, END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
+
+
+def _num(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def method_table(results_dir: str | os.PathLike = "results") -> str:
+    """Markdown table: one row per method with its status and its checked claims."""
+    results_dir = Path(results_dir)
+    rows = ["| Method | Area | Status | Checked claims (ours vs baseline) |", "|---|---|---|---|"]
+    for m in METHODS:
+        path = results_dir / m.id / "summary.json"
+        if not path.exists():
+            rows.append(f"| {m.title} | {m.area} | not yet implemented | - |")
+            continue
+        claims = read_summary(path)
+        n_ok = sum(c["reproduced"] for c in claims)
+        status = f"{n_ok}/{len(claims)} claims reproduced"
+        cells = "; ".join(
+            f"{'✔' if c['reproduced'] else '✘'} {c['metric']}: {_num(c['ours'])} vs {_num(c['baseline'])} "
+            f"({c['baseline_name']})"
+            for c in claims
+        )
+        rows.append(f"| {m.title} | {m.area} | {status} | {cells} |")
+    return "\n".join(rows)
+
+
+def benchmark_table(results_dir: str | os.PathLike = "results") -> str:
+    """Markdown table of every committed benchmark record."""
+    bench = Path(results_dir) / "benchmarks"
+    rows = ["| Benchmark | Measure | Ours | Peer | Ratio | Target | Met |", "|---|---|---|---|---|---|---|"]
+    for path in sorted(bench.glob("*.json")) if bench.exists() else []:
+        for r in read_benchmark(path):
+            op = "<=" if r["lower_is_better"] else ">="
+            target = f"{op} {r['target']}" if r["target"] is not None else "-"
+            met = {True: "yes", False: "no", None: "-"}[r.get("meets_target")]
+            rows.append(f"| {path.stem} | {r['measure']} | {_num(r['ours'])} | {_num(r['peer'])} ({r['peer_name']}) "
+                        f"| {_num(r['ratio'])} | {target} | {met} |")
+    return "\n".join(rows)
+
+
+def update_readme(readme: str | os.PathLike = "README.md", results_dir: str | os.PathLike = "results") -> bool:
+    """Replace the text between the table markers in the README. Returns whether it changed."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no {START} ... {END} markers")
+    block = f"{START}\n{method_table(results_dir)}\n\n{benchmark_table(results_dir)}\n{END}"
+    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text
