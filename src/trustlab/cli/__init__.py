@@ -31,7 +31,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from trustlab.cli import models, results  # noqa: F401  (commands register on import)
+    from trustlab.cli import audit, models, results  # noqa: F401  (commands register on import)
 
 
 _register()
