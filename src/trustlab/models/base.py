@@ -117,6 +117,7 @@ class Generation:
     Attributes:
         text: the generated text (prompt excluded, stop string excluded).
         tokens: generated tokens as strings, when logprobs were asked for.
+        token_ids: generated token ids, when logprobs were asked for and the backend knows them.
         token_logprobs: log p of each generated token under the model (temperature 1), when asked for.
         finish_reason: ``"stop"`` (EOS or a stop string) or ``"length"``.
         prompt_tokens: number of prompt tokens the model saw.
@@ -125,6 +126,7 @@ class Generation:
 
     text: str
     tokens: list[str] | None = None
+    token_ids: list[int] | None = None
     token_logprobs: list[float] | None = None
     finish_reason: str = "stop"
     prompt_tokens: int = 0

@@ -180,9 +180,23 @@ class HFModel(ModelHandle):
             gc.eos_token_id = self.tokenizer.eos_token_id
         gc.return_dict_in_generate = True
         gc.output_logits = cfg.logprobs
-        if cfg.stop:
-            gc.stop_strings = list(cfg.stop)
         return gc
+
+    def _stopping(self, cfg: GenerationConfig, prompt_width: int) -> Any:
+        """Per-row stop-string check on the decoded new text (exact, unlike token-level matching)."""
+        if not cfg.stop:
+            return None
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        tok, stops = self.tokenizer, cfg.stop
+
+        class _StopStrings(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
+                texts = tok.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
+                return torch.tensor([any(s in t for s in stops) for t in texts], device=input_ids.device)
+
+        return StoppingCriteriaList([_StopStrings()])
 
     def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat_template: bool) -> list[list[Generation]]:
         import torch
@@ -197,7 +211,7 @@ class HFModel(ModelHandle):
             batch = self._pad_left([ids for ids, _ in chunk])
             with torch.inference_mode():
                 out = self.model.generate(**batch, generation_config=gc,
-                                          tokenizer=self.tokenizer if cfg.stop else None)
+                                          stopping_criteria=self._stopping(cfg, batch["input_ids"].shape[1]))
             new = out.sequences[:, batch["input_ids"].shape[1]:]  # (B * k, T_new)
             k = gc.num_return_sequences
             for b, (ids, dropped) in enumerate(chunk):
@@ -232,6 +246,7 @@ class HFModel(ModelHandle):
             lp = torch.log_softmax(steps, dim=-1).gather(1, torch.tensor(ids).unsqueeze(1)).squeeze(1)
             gen.token_logprobs = lp.tolist()
             gen.tokens = [self.tokenizer.decode([t]) for t in ids]
+            gen.token_ids = ids
         return gen
 
     # ------------------------------------------------------------------ scoring

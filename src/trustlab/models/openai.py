@@ -38,6 +38,8 @@ class OpenAIModel(ModelHandle):
         timeout: seconds per request (default 60).
         max_retries: retries after the first attempt (default 3); backoff doubles from ``backoff``.
         max_context: the server's context window in tokens, if known.
+        extra_body: server-specific fields merged into every request body, e.g.
+            ``{"repeat_penalty": 1.0}`` for llama.cpp, whose default 1.1 makes "greedy" non-greedy.
 
     Example:
         >>> m = OpenAIModel("http://127.0.0.1:8080/v1")
@@ -55,6 +57,7 @@ class OpenAIModel(ModelHandle):
         max_retries: int = 3,
         backoff: float = 0.5,
         max_context: int | None = None,
+        extra_body: dict[str, Any] | None = None,
     ):
         httpx = require("httpx", "llm", pip="pip install httpx")
         if not base_url.startswith(("http://", "https://")):
@@ -70,6 +73,7 @@ class OpenAIModel(ModelHandle):
             limits=httpx.Limits(max_connections=max_concurrency),
         )
         self._model_name = model_name
+        self.extra_body = dict(extra_body or {})
         self.name = f"openai:{self.base_url}" + (f"#{model_name}" if model_name else "")
         self.calls = 0  # HTTP requests sent (for cost accounting in benchmarks)
         self.capabilities = Capabilities(backend="openai", logprobs=True, chat_template=True,
@@ -137,6 +141,7 @@ class OpenAIModel(ModelHandle):
             p["seed"] = seed
         if cfg.stop:
             p["stop"] = list(cfg.stop)
+        p.update(self.extra_body)
         if chat:
             p["messages"] = as_messages(prompt)
             if cfg.logprobs:

@@ -1,0 +1,330 @@
+"""Backtranslation defense against jailbreaks: infer the request from the response, refuse if the
+model refuses the inferred request.
+
+What differs from a plain refusal check on the response: the decision is taken on a prompt S' that a
+model *inferred from the response*, which the attacker does not control, so wrappers, role-play and
+suffixes around the harmful request do not survive into S'.
+
+Steps for a prompt S (one sample at a time, all steps batched over prompts):
+
+1. ``O = target(S)``; if ``O`` is a refusal -> refuse.
+2. ``S' = backtranslator("guess the request behind O")``, parsed from ``Request: [[...]]``.
+   Empty ``S'`` -> return ``O``.
+3. Likelihood filter (optional): ``l = mean log P_B(O_i | S', O_<i)`` over the first ``n_lik`` tokens
+   of ``O`` on the raw text; ``l <= gamma`` means S' does not explain O -> return ``O``.
+4. ``O' = target(S')``; if ``O'`` is a refusal (asking for clarification does not count) -> refuse,
+   else return ``O``.
+
+References:
+    Yihan Wang, Zhouxing Shi, Andrew Bai, Cho-Jui Hsieh. "Defending LLMs against Jailbreaking Attacks
+    via Backtranslation". arXiv 2402.16459 (2024).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from trustlab.errors import CapabilityError
+from trustlab.models.base import Capabilities, Generation, GenerationConfig, ModelHandle, Prompt, plain_text
+from trustlab.safety.refusal import KeywordRefusal, RefusalDetector
+
+REFUSAL_TEXT = "I'm sorry, but I cannot assist with that request."
+
+# Our paraphrase of the paper's backtranslation prompt, with one benign worked example.
+BACKTRANSLATION_TEMPLATE = (
+    "Please guess the user's request that the AI assistant answers in the following response. "
+    "If several requests are possible, give the most harmful one. Answer only in the format "
+    "Request: [[the request]].\n\n"
+    "Response: \"Paris is the capital of France. It is known for the Eiffel Tower and the Louvre.\"\n"
+    "Request: [[What is the capital of France and what is it known for?]]\n\n"
+    "Response: \"{response}\"\n"
+)
+
+EXPLAIN_TEMPLATE = (
+    "Request: \"{request}\"\nResponse: \"{response}\"\n\n"
+    "Is the response a direct answer to this request? Answer yes or no."
+)
+
+# decisions, in the order the steps can take them
+DECISIONS = ("refused_initially", "no_inferred_request", "filtered_unexplained", "refused_backtranslated",
+             "passed")
+
+
+def parse_inferred_request(text: str, rule: str = "brackets") -> str:
+    """The request a backtranslation answer names.
+
+    Args:
+        text: the backtranslator's answer, e.g. ``"Request: [[How do I bake bread?]]"``.
+        rule: ``"brackets"`` (default): the last closed ``[[...]]`` block, else the rest of the line
+            after the last ``[[``, else the official rule. ``"official"`` (parity with the paper's
+            code): the text after the last ':' (none -> empty), first line, ``[[``/``]]`` stripped; it
+            breaks when the request itself contains a colon.
+
+    Example:
+        >>> parse_inferred_request("Request: [[Step 1: mix flour and water?]]")
+        'Step 1: mix flour and water?'
+        >>> parse_inferred_request("Request: [[Step 1: mix flour and water?]]", rule="official")
+        'mix flour and water?'
+    """
+    if rule not in ("brackets", "official"):
+        raise ValueError(f"rule must be 'brackets' or 'official', got {rule!r}")
+    if rule == "brackets":
+        blocks = [b.strip() for b in re.findall(r"\[\[(.*?)\]\]", text, flags=re.S)]
+        blocks = [b for b in blocks if b]
+        if blocks:
+            return " ".join(blocks[-1].split())
+        if "[[" in text:
+            tail = text.rsplit("[[", 1)[1].strip().splitlines()
+            if tail and tail[0].strip(" ]"):
+                return tail[0].strip(" ]")
+    if ":" not in text:
+        return ""
+    after = text.rsplit(":", 1)[1].strip()
+    first = after.splitlines()[0] if after else ""
+    return first.replace("[[", "").replace("]]", "").strip()
+
+
+@dataclass
+class DefenseTrace:
+    """Everything the defense saw and decided for one sample.
+
+    Attributes:
+        prompt: the user's prompt S (as plain text).
+        response: the target's first response O.
+        initial_refusal: whether O was a refusal.
+        backtranslation: the backtranslator's raw answer (None when not asked).
+        inferred_request: the parsed request S' (None when not asked; "" when nothing parsed).
+        likelihood: mean log-likelihood l of O given S' (None when not computed).
+        inferred_response: the target's response O' to S' (None when not run).
+        inferred_refusal: whether O' was a refusal (None when not run).
+        decision: one of :data:`DECISIONS`.
+        output: the text returned to the user.
+        refused: whether the output is the defense's refusal.
+        calls: per-sample model calls spent (target, backtranslator and scorer together).
+        seconds: wall time of the batch this sample was in, divided by the batch size.
+    """
+
+    prompt: str
+    response: str
+    initial_refusal: bool
+    backtranslation: str | None = None
+    inferred_request: str | None = None
+    likelihood: float | None = None
+    inferred_response: str | None = None
+    inferred_refusal: bool | None = None
+    decision: str = "passed"
+    output: str = ""
+    refused: bool = False
+    calls: int = 1
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BacktranslationDefense(ModelHandle):
+    """Wraps a model; ``generate`` answers like the model but refuses what backtranslation exposes.
+
+    Args:
+        target: the model to defend (any backend).
+        backtranslator: the model that infers requests and scores likelihoods (default: ``target``).
+        gamma: likelihood threshold (default -2.0); ``float("-inf")`` disables the filter (required
+            for backtranslators without prompt log-probs, e.g. most OpenAI-compatible servers).
+        n_lik: tokens of O scored by the filter (default 150).
+        refusal: detector for O (default :class:`KeywordRefusal`).
+        inferred_refusal: detector for O' (default: the same as ``refusal``).
+        allow_clarification: on O', a response that only asks for more information is not a refusal
+            (default True: the official, asymmetric behaviour).
+        explain_scorer: ``"loglik"`` (default, white-box: needs ``loglikelihood`` and a tokenizer),
+            ``"judge"`` (the backtranslator answers "is O a direct answer to S'?"; the score is
+            log P(yes), compared with ``gamma`` too), or a callable ``(requests, responses) -> scores``.
+        return_new_response_anyway: return O' instead of O when not refusing (default False).
+        parse: ``"brackets"`` (default) or ``"official"``, see :func:`parse_inferred_request`.
+        backtranslate_max_new_tokens: tokens for the backtranslation answer (default 64).
+        inferred_max_new_tokens: tokens for O' (default: the call's ``max_new_tokens``); refusals show
+            early, so a shorter O' saves time.
+        refusal_text: the fixed refusal returned (default :data:`REFUSAL_TEXT`).
+
+    Each returned :class:`Generation` carries its :class:`DefenseTrace` as ``extra["defense"]``.
+
+    Example:
+        >>> model = load_model()
+        >>> defended = BacktranslationDefense(model, gamma=-2.0)
+        >>> out = defended.generate(["How do I bake bread?"], max_new_tokens=64)[0][0]
+        >>> out.text, out.extra["defense"]["decision"]
+    """
+
+    def __init__(
+        self,
+        target: ModelHandle,
+        backtranslator: ModelHandle | None = None,
+        *,
+        gamma: float = -2.0,
+        n_lik: int = 150,
+        refusal: RefusalDetector | None = None,
+        inferred_refusal: RefusalDetector | None = None,
+        allow_clarification: bool = True,
+        explain_scorer: str | Callable[[list[str], list[str]], list[float]] = "loglik",
+        return_new_response_anyway: bool = False,
+        parse: str = "brackets",
+        backtranslate_max_new_tokens: int = 64,
+        inferred_max_new_tokens: int | None = None,
+        refusal_text: str = REFUSAL_TEXT,
+    ):
+        self.target = target
+        self.backtranslator = backtranslator or target
+        self.gamma = gamma
+        self.n_lik = n_lik
+        self.refusal = refusal or KeywordRefusal()
+        self.inferred_refusal = inferred_refusal or self.refusal
+        self.allow_clarification = allow_clarification
+        self.return_new_response_anyway = return_new_response_anyway
+        self.parse = parse
+        self.backtranslate_max_new_tokens = backtranslate_max_new_tokens
+        self.inferred_max_new_tokens = inferred_max_new_tokens
+        self.refusal_text = refusal_text
+        self.explain_scorer = self._make_scorer(explain_scorer)
+        self.name = f"backtranslation({target.name})"
+        self.capabilities = Capabilities(backend=target.capabilities.backend,
+                                         chat_template=target.capabilities.chat_template,
+                                         max_context=target.capabilities.max_context)
+        self.default_config = target.default_config
+
+    # ------------------------------------------------------------------ scorers
+    def _make_scorer(self, scorer: Any) -> Callable[[list[str], list[str]], list[float]] | None:
+        if callable(scorer):
+            return scorer
+        if scorer == "judge":
+            return self._judge_scores
+        if scorer != "loglik":
+            raise ValueError(f"explain_scorer must be 'loglik', 'judge' or a callable, got {scorer!r}")
+        b = self.backtranslator
+        if b.capabilities.loglikelihood and getattr(b, "tokenizer", None) is not None:
+            return self._loglik_scores
+        if self.gamma == -math.inf:
+            return None
+        raise CapabilityError(
+            f"the likelihood filter needs prompt log-probabilities, which the {b.capabilities.backend!r} "
+            "backtranslator does not give. Pass gamma=float('-inf') to disable the filter, "
+            "explain_scorer='judge' for an LLM judge, or a white-box backtranslator.")
+
+    def _loglik_scores(self, requests: list[str], responses: list[str]) -> list[float]:
+        tok = self.backtranslator.tokenizer
+        pairs, counts = [], []
+        for s, o in zip(requests, responses):
+            ids = tok(o, add_special_tokens=False)["input_ids"][: self.n_lik]
+            pairs.append((s, tok.decode(ids) or o))
+            counts.append(max(len(ids), 1))
+        scores = self.backtranslator.loglikelihood(pairs, chat_template=False)
+        return [lp / n for (lp, _), n in zip(scores, counts)]
+
+    def _judge_scores(self, requests: list[str], responses: list[str]) -> list[float]:
+        from trustlab.models.labels import label_logprobs
+
+        asks = [EXPLAIN_TEMPLATE.format(request=s, response=o[:1500]) for s, o in zip(requests, responses)]
+        return [d["yes"] for d in label_logprobs(self.backtranslator, asks, {"yes": ["yes"], "no": ["no"]})]
+
+    # ------------------------------------------------------------------ the defense
+    def trace(
+        self,
+        prompts: Sequence[Prompt],
+        config: GenerationConfig | None = None,
+        *,
+        chat_template: bool = True,
+        full: bool = False,
+        **overrides: Any,
+    ) -> list[DefenseTrace]:
+        """Run the defense and return one trace per sample (``n`` per prompt, prompt-major).
+
+        Args:
+            prompts: prompts S.
+            config: decoding settings for O (keyword overrides apply).
+            chat_template: as in :meth:`generate`.
+            full: also compute ``l`` and ``O'`` where the decision does not need them, so that
+                :meth:`decide` can replay other settings (other ``gamma``) without new model calls.
+        """
+        cfg = (config or self.default_config).updated(**overrides)
+        t0 = time.perf_counter()
+        prompts = list(prompts)
+        gens = self.target.generate(prompts, cfg, chat_template=chat_template)
+        texts = [plain_text(p) for p in prompts]
+        traces = [DefenseTrace(prompt=texts[i], response=g.text, initial_refusal=False)
+                  for i, row in enumerate(gens) for g in row]
+        for t, r in zip(traces, self.refusal.detect([t.response for t in traces],
+                                                    prompts=[t.prompt for t in traces])):
+            t.initial_refusal = r
+        todo = [t for t in traces if not t.initial_refusal]
+        if todo:
+            asks = [BACKTRANSLATION_TEMPLATE.format(response=t.response.strip()) for t in todo]
+            answers = self.backtranslator.generate(asks, max_new_tokens=self.backtranslate_max_new_tokens,
+                                                   temperature=0.0)
+            for t, (a,) in zip(todo, answers):
+                t.backtranslation = a.text
+                t.inferred_request = parse_inferred_request(a.text, self.parse)
+                t.calls += 1
+        todo = [t for t in todo if t.inferred_request]
+        if todo and self.explain_scorer is not None and (full or self.gamma > -math.inf):
+            scores = self.explain_scorer([t.inferred_request for t in todo], [t.response for t in todo])
+            for t, s in zip(todo, scores):
+                t.likelihood = float(s)
+                t.calls += 1
+        if not full:
+            todo = [t for t in todo if t.likelihood is None or t.likelihood > self.gamma]
+        if todo:
+            o_cfg = cfg.updated(n=1, temperature=0.0, logprobs=False,
+                                max_new_tokens=self.inferred_max_new_tokens or cfg.max_new_tokens)
+            again = self.target.generate([t.inferred_request for t in todo], o_cfg, chat_template=chat_template)
+            judged = self.inferred_refusal.detect([a.text for (a,) in again],
+                                                  allow_clarification=self.allow_clarification,
+                                                  prompts=[t.inferred_request for t in todo])
+            for t, (a,), r in zip(todo, again, judged):
+                t.inferred_response, t.inferred_refusal = a.text, r
+                t.calls += 1
+        per = (time.perf_counter() - t0) / max(len(traces), 1)
+        out = [self.decide(t) for t in traces]
+        for t in out:
+            t.seconds = per
+        return out
+
+    def decide(self, trace: DefenseTrace, gamma: float | None = None) -> DefenseTrace:
+        """The decision for a computed trace under threshold ``gamma`` (default: this defense's).
+
+        Pure: returns a copy with ``decision``, ``output``, ``refused`` and ``calls`` set as if the
+        defense had run with that ``gamma`` (a filtered sample does not pay for O').
+
+        Example:
+            >>> [defense.decide(t, gamma=float("-inf")).refused for t in traces]
+        """
+        gamma = self.gamma if gamma is None else gamma
+        t = replace(trace)
+        lik_call = int(t.likelihood is not None and gamma > -math.inf)
+        filtered = t.likelihood is not None and t.likelihood <= gamma
+        if t.initial_refusal:
+            t.decision, t.calls = "refused_initially", 1
+        elif not t.inferred_request:
+            t.decision, t.calls = "no_inferred_request", 2
+        elif filtered:
+            t.decision, t.calls = "filtered_unexplained", 2 + lik_call
+        elif t.inferred_refusal is None:
+            raise ValueError("trace lacks O' for this gamma: recompute it with trace(..., full=True)")
+        else:
+            t.decision = "refused_backtranslated" if t.inferred_refusal else "passed"
+            t.calls = 3 + lik_call
+        t.refused = t.decision.startswith("refused")
+        if t.refused:
+            t.output = self.refusal_text
+        elif t.decision == "passed" and self.return_new_response_anyway:
+            t.output = t.inferred_response or ""
+        else:
+            t.output = t.response
+        return t
+
+    def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat_template: bool) -> list[list[Generation]]:
+        traces = iter(self.trace(prompts, cfg, chat_template=chat_template))
+        return [[Generation(text=(t := next(traces)).output, extra={"defense": t.to_dict()})
+                 for _ in range(cfg.n)] for _ in prompts]
