@@ -83,5 +83,5 @@ def test_unreachable_endpoint_fails_after_bounded_retries():
 
 
 def test_bad_endpoint_url():
-    with pytest.raises(ValueError, match="must start with http"):
+    with pytest.raises(ValueError, match="needs a URL starting with http"):
         load_model("openai:127.0.0.1:8080/v1")

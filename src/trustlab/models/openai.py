@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from trustlab.errors import ContextLengthError, EndpointError, require
+from trustlab.errors import ContextLengthError, EndpointError, ModelSpecError, require
 from trustlab.models.base import (
     Capabilities,
     Generation,
@@ -61,7 +61,7 @@ class OpenAIModel(ModelHandle):
     ):
         httpx = require("httpx", "llm", pip="pip install httpx")
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise ModelSpecError(f"an openai: spec needs a URL starting with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries

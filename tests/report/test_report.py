@@ -1,0 +1,110 @@
+"""Run folders, the results schema, atomic writes, HTML reports and the README table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.browser import render_dom
+from trustlab.report import (
+    BenchmarkRecord,
+    Claim,
+    RunFolder,
+    Section,
+    plt,
+    read_benchmark,
+    read_jsonl,
+    read_summary,
+    write_benchmark,
+    write_json,
+    write_summary,
+)
+from trustlab.report.table import END, START, method_table, update_readme
+
+
+def test_atomic_json_leaves_no_temp_files_and_writes_null_for_nan(tmp_path):
+    path = write_json(tmp_path / "a" / "r.json", {"x": float("nan"), "y": [1.5, float("inf")]})
+    assert json.loads(path.read_text()) == {"x": None, "y": [1.5, None]}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = write_json(tmp_path / "r.json", {"ok": 1})
+    with pytest.raises(TypeError):
+        write_json(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_jsonl_skips_a_torn_last_line(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"id": 1}\n{"id": 2}\n{"id": 3, "te')
+    assert [r["id"] for r in read_jsonl(p)] == [1, 2]
+    p.write_text('{"id": 1}\nnot json\n{"id": 3}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        list(read_jsonl(p))
+
+
+def test_run_folder_resume(tmp_path):
+    run = RunFolder(tmp_path / "run", {"seed": 0})
+    run.add_sample({"id": "a", "v": 1})
+    run.add_sample({"id": "b", "v": 2})
+    again = RunFolder(tmp_path / "run", {"seed": 0})
+    assert again.done_keys() == {"a", "b"}
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["seed"] == 0 and "machine" in cfg
+
+
+def test_summary_schema(tmp_path):
+    c = Claim(method="m", claim="x beats y", metric="acc", ours=0.9, baseline=0.8, baseline_name="y",
+              reproduced=True, setup={"n": 3})
+    write_summary(tmp_path, [c])
+    assert read_summary(tmp_path / "summary.json")[0]["ours"] == 0.9
+    (tmp_path / "summary.json").write_text(json.dumps({"method": "m", "reproduced": "yes"}))
+    with pytest.raises(ValueError, match="lacks"):
+        read_summary(tmp_path / "summary.json")
+
+
+def test_benchmark_ratio_and_target(tmp_path):
+    r = BenchmarkRecord(measure="tokens/s", ours=95.0, peer=100.0, peer_name="raw", lower_is_better=False,
+                        target=0.95)
+    assert r.ratio == pytest.approx(0.95) and r.meets_target
+    slow = BenchmarkRecord(measure="s/step", ours=2.0, peer=1.0, peer_name="adamw", lower_is_better=True,
+                           target=1.25)
+    assert slow.meets_target is False
+    write_benchmark(tmp_path / "b.json", [r, slow])
+    rows = read_benchmark(tmp_path / "b.json")
+    assert [x["meets_target"] for x in rows] == [True, False] and "cpus" in rows[0]["machine"]
+
+
+def test_readme_table_only_shows_measured_claims(tmp_path):
+    res = tmp_path / "results"
+    write_summary(res / "lora-rite", Claim(method="lora-rite", claim="c", metric="acc", ours=0.5, baseline=0.6,
+                                           baseline_name="Adam", reproduced=False))
+    table = method_table(res)
+    assert "0/1 claims reproduced" in table and "✘ acc: 0.5 vs 0.6 (Adam)" in table
+    assert table.count("not yet implemented") == 13
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
+    assert update_readme(readme, res) and "0/1 claims" in readme.read_text()
+    assert not update_readme(readme, res)
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(readme, res)
+
+
+def test_report_html_renders_in_chromium(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    pyplot = plt()
+    fig, ax = pyplot.subplots()
+    ax.plot([0, 1], [1, 0])
+    img = run.save_plot(fig, "curve")
+    page = run.write_report("demo <report>", [
+        Section("First section", "Some text & more.", table=[{"a": 1.23456, "b": "x"}], images=[img]),
+        Section("Second section", "Two\n\nparagraphs"),
+    ])
+    dom, console_errors = render_dom(page)
+    assert "First section" in dom and "Second section" in dom and "demo &lt;report&gt;" in dom
+    assert "data:image/png;base64," in dom and "<td>1.235</td>" in dom
+    assert console_errors == []
