@@ -31,6 +31,7 @@ from trustlab.errors import CapabilityError, TrustlabError
 
 _IMPL = "trustlab_user_steering"
 _SUPPORTED = ("eager", "sdpa")
+_active_count = 0  # steerings in progress; the attention function stays registered only while one is
 
 
 class _SteeredConfig:
@@ -68,6 +69,15 @@ def _steered_attention(module: Any, query: Any, key: Any, value: Any, attention_
     cfg = module.config
     mask = cfg.steering.biased_mask(attention_mask, query, key, cfg.layer)
     return _inner_attention(module, cfg.base._attn_implementation)(module, query, key, value, mask, **kwargs)
+
+
+def _unregister() -> None:
+    from transformers.modeling_utils import AttentionInterface
+
+    global _active_count
+    _active_count -= 1
+    if _active_count == 0:
+        AttentionInterface._global_mapping.pop(_IMPL, None)
 
 
 def _additive(mask: Any, q: int, k: int, like: Any) -> Any:
@@ -136,6 +146,7 @@ class UserSteering:
             self.heads = {i: list(heads) for i in self.layers}
         self._known: dict[tuple[int, ...], list[int]] = {}
         self._active = False
+        self._undo: list[Any] = []
         self._reset_step()
 
     # ------------------------------------------------------------------ install / remove
@@ -147,8 +158,10 @@ class UserSteering:
             raise CapabilityError(f"attention steering supports {_SUPPORTED}; the model uses {impl!r}")
         if any(isinstance(m.config, _SteeredConfig) for m in self.modules):
             raise TrustlabError("this model is already being steered; nested steering is not supported")
+        global _active_count
         AttentionInterface.register(_IMPL, _steered_attention)
-        self._undo: list[Any] = []
+        _active_count += 1
+        self._undo = [_unregister]
         try:
             for i in self.layers:
                 module = self.modules[i]
