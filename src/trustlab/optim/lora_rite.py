@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trustlab.optim.pairs import LoRAPair, LoRAPairError, as_rank_last, find_lora_pairs, from_rank_last
+from trustlab.optim.pairs import LoRAPair, LoRAPairError, as_matrix, find_lora_pairs, from_matrix
 
 _F64 = torch.float64
 
@@ -212,6 +212,26 @@ class LoRARITE(torch.optim.Optimizer):
             p = params[idx]
             self.state[p] = {k: v.to(device=p.device, copy=True) if torch.is_tensor(v) else v for k, v in st.items()}
 
+    def _layouts(self, group: dict[str, Any]) -> list[_Layout]:
+        """Layouts of the group's active pairs (both factors have a gradient), one per (rank, device)."""
+        ps = group["params"]
+        blocks: dict[tuple[int, torch.device], list[int]] = {}
+        for i, dims in enumerate(group["rank_dims"]):
+            b, a = ps[2 * i], ps[2 * i + 1]
+            if b.grad is None or a.grad is None:
+                continue
+            if b.grad.is_sparse or a.grad.is_sparse:
+                raise RuntimeError("LoRARITE does not support sparse gradients")
+            blocks.setdefault((b.shape[dims[0]], b.device), []).append(i)
+        cache = self.__dict__.setdefault("_layout_cache", {})
+        out = []
+        for pairs in blocks.values():
+            key = (id(group), tuple(pairs))
+            if key not in cache:
+                cache[key] = _Layout(group, pairs)
+            out.append(cache[key])
+        return out
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         """One step. Returns the closure's loss when a closure is given."""
@@ -219,8 +239,7 @@ class LoRARITE(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plans = [_RankBlock(self, g, dims) for g in self.param_groups if g["lora"]
-                 for dims in _rank_blocks(self, g)]
+        plans = [_RankBlock(self, g, lay) for g in self.param_groups if g["lora"] for lay in self._layouts(g)]
         sumsq = [blk.prepare() for blk in plans]
         others = [p for g in self.param_groups if not g["lora"] for p in g["params"] if p.grad is not None]
         finite = torch.stack([s[0] for s in sumsq] + [g.grad.float().square().sum() for g in others]
@@ -258,30 +277,15 @@ def _as_groups(params: Iterable[Any]) -> list[dict[str, Any]]:
     return [{"pairs": items}]
 
 
-def _rank_blocks(opt: LoRARITE, group: dict[str, Any]) -> list[list[int]]:
-    """Indices of the group's active pairs, split by (rank, device): one batch of ``r x r`` algebra each."""
-    ps = group["params"]
-    blocks: dict[tuple[int, torch.device], list[int]] = {}
-    for i, dims in enumerate(group["rank_dims"]):
-        b, a = ps[2 * i], ps[2 * i + 1]
-        if b.grad is None or a.grad is None:
-            continue
-        if b.grad.is_sparse or a.grad.is_sparse:
-            raise RuntimeError("LoRARITE does not support sparse gradients")
-        blocks.setdefault((b.shape[dims[0]], b.device), []).append(i)
-    return list(blocks.values())
-
-
-class _RankBlock:
-    """One step for the active pairs of one group that share rank and device: prepare, then apply.
+class _Layout:
+    """How the active pairs of one group that share rank and device are batched (cached per active set).
 
     Factors are numbered ``2i`` (``lora_B`` of pair ``i``, the paper's ``A``) and ``2i + 1`` (its
-    ``lora_A^T``); each factor's partner is ``j ^ 1``. Tall ``(rows, r)`` work is batched per row
-    count ("bucket"), ``r x r`` work over the whole block.
+    ``lora_A``); each factor's partner is ``j ^ 1``. Tall work is batched per bucket of factors with
+    the same matrix shape and orientation (see :func:`as_matrix`), ``r x r`` work over the whole block.
     """
 
-    def __init__(self, opt: LoRARITE, group: dict[str, Any], pairs: list[int]):
-        self.group = group
+    def __init__(self, group: dict[str, Any], pairs: list[int]):
         self.params: list[torch.Tensor] = []
         self.dims: list[int] = []
         for i in pairs:
@@ -290,53 +294,61 @@ class _RankBlock:
         p0 = self.params[0]
         self.dtype = torch.float32 if p0.dtype in (torch.float16, torch.bfloat16) else p0.dtype
         self.rank = p0.shape[self.dims[0]]
-        self.states = [opt.state[p] for p in self.params]
-        for p, st in zip(self.params, self.states, strict=True):
-            if not st:
-                rows = p.numel() // self.rank
-                st.update(step=torch.zeros((), dtype=torch.float32),
-                          exp_avg=p.new_zeros(rows, self.rank, dtype=self.dtype),
-                          prev_factor=p.new_zeros(rows, self.rank, dtype=self.dtype),
-                          prev_rinv=p.new_zeros(self.rank, self.rank, dtype=_F64),
-                          exp_avg_sq=p.new_zeros(self.rank, self.rank, dtype=_F64),
-                          escape=p.new_zeros((), dtype=_F64))
-        buckets: dict[int, list[int]] = {}
-        for j, p in enumerate(self.params):
-            buckets.setdefault(p.numel() // self.rank, []).append(j)
+        buckets: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+        for j, (p, dim) in enumerate(zip(self.params, self.dims, strict=True)):
+            mat, rank_first = as_matrix(p, dim)
+            buckets.setdefault((tuple(mat.shape), rank_first), []).append(j)
         dev = p0.device
-        self.buckets = [(idx, torch.tensor(idx, device=dev)) for idx in buckets.values()]  # (list, tensor)
-        n = len(self.params)
-        self.partner = torch.arange(n, device=dev) ^ 1
+        self.buckets = [(js, torch.tensor(js, device=dev), rank_first) for (_, rank_first), js in buckets.items()]
+        self.partner = torch.arange(len(self.params), device=dev) ^ 1
         self.rows = torch.tensor([p.numel() // self.rank for p in self.params], dtype=_F64, device=dev)
+
+
+class _RankBlock:
+    """One step of one :class:`_Layout`: :meth:`prepare` (before the global norm), then :meth:`apply`."""
+
+    def __init__(self, opt: LoRARITE, group: dict[str, Any], layout: _Layout):
+        self.group, self.lay = group, layout
+        self.states = [opt.state[p] for p in layout.params]
+        r, dt = layout.rank, layout.dtype
+        for p, dim, st in zip(layout.params, layout.dims, self.states, strict=True):
+            if not st:
+                shape = as_matrix(p, dim)[0].shape
+                st.update(step=torch.zeros((), dtype=torch.float32),
+                          exp_avg=p.new_zeros(shape, dtype=dt), prev_factor=p.new_zeros(shape, dtype=dt),
+                          prev_rinv=p.new_zeros(r, r, dtype=_F64), exp_avg_sq=p.new_zeros(r, r, dtype=_F64),
+                          escape=p.new_zeros((), dtype=_F64))
 
     def prepare(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Decompose factors, unmagnify gradients; return (raw sum of squares, kept sum of squares)."""
-        n, r, dev = len(self.params), self.rank, self.params[0].device
+        lay = self.lay
+        n, r, dev = len(lay.params), lay.rank, lay.params[0].device
         gram, cross, gtg = (torch.empty(n, r, r, dtype=_F64, device=dev) for _ in range(3))
-        self.x, self.g = [], []
-        for js, idx in self.buckets:
-            x = torch.stack([as_rank_last(self.params[j], self.dims[j]) for j in js]).to(self.dtype)  # (k, rows, r)
-            g = torch.stack([as_rank_last(self.params[j].grad, self.dims[j]) for j in js]).to(self.dtype)
-            x_old = _stack([self.states[j]["prev_factor"] for j in js])
-            xt = x.mT
-            gram[idx], cross[idx], gtg[idx] = (xt @ x).to(_F64), (xt @ x_old).to(_F64), (g.mT @ g).to(_F64)
-            self.x.append(x)
+        self.y, self.g = [], []
+        for js, idx, rank_first in lay.buckets:
+            # natural layout (k, r, rows) if rank_first else (k, rows, r); x = the (k, rows, r) view
+            y = torch.stack([as_matrix(lay.params[j], lay.dims[j])[0] for j in js]).to(lay.dtype)
+            g = torch.stack([as_matrix(lay.params[j].grad, lay.dims[j])[0] for j in js]).to(lay.dtype)
+            y_old = _stack([self.states[j]["prev_factor"] for j in js])
+            x, x_old, gx = (t.mT for t in (y, y_old, g)) if rank_first else (y, y_old, g)
+            gram[idx], cross[idx], gtg[idx] = ((x.mT @ x).to(_F64), (x.mT @ x_old).to(_F64),
+                                               (gx.mT @ gx).to(_F64))
+            self.y.append(y)
             self.g.append(g)
-        eps_dtype = torch.finfo(self.dtype).eps
-        self.rinv = factor_rinv(_sym(gram), rtol=r * eps_dtype)  # (n, r, r)
+        self.rinv = factor_rinv(_sym(gram), rtol=r * torch.finfo(lay.dtype).eps)  # (n, r, r)
         rinv_old = torch.stack([st["prev_rinv"] for st in self.states])
         q = self.rinv.mT @ cross @ rinv_old  # U_new^T U_old of each factor
-        self.p = q[self.partner]  # basis change of each factor's partner: P_A = U_B^T U_B,old
-        rp = self.rinv[self.partner]
+        self.p = q[lay.partner]  # basis change of each factor's partner: P_A = U_B^T U_B,old
+        rp = self.rinv[lay.partner]
         self.c_raw = _sym(rp.mT @ gtg @ rp)  # Gbar^T Gbar (n, r, r)
         sumsq = _trace(self.c_raw)
         skip = self.group["update_skipping"]
-        rms = (sumsq.clamp_min(0) / (self.rows * r)).sqrt()
+        rms = (sumsq.clamp_min(0) / (lay.rows * r)).sqrt()
         self.keep = (rms <= skip).to(_F64) if skip > 0 else torch.ones_like(rms)
         return sumsq.sum(), (self.keep * sumsq.nan_to_num(0.0)).sum()
 
     def apply(self, norm: torch.Tensor) -> None:
-        grp, st = self.group, self.states
+        grp, st, lay = self.group, self.states, self.lay
         b1, b2 = grp["betas"]
         clip = grp["clip_unmagnified_grad"]
         scale = (clip / norm.clamp_min(1e-300)).clamp_max(1.0) if clip > 0 else torch.ones((), dtype=_F64)
@@ -348,35 +360,43 @@ class _RankBlock:
         rho = torch.zeros_like(d2)
         if grp["apply_escape"]:
             rho = d2 * (torch.stack([s["escape"] for s in st]) + escaped_mass(v_old, v_rot))
-        c = self.c_raw * (gain.square() / self.rows)[:, None, None]
+        c = self.c_raw * (gain.square() / lay.rows)[:, None, None]
         v = _sym(d2[:, None, None] * v_rot + (1 - d2)[:, None, None] * c)
-        rp = self.rinv[self.partner]
-        k_mat = (rp @ inverse_root(v, rho, grp["eps"])) * ((1 - d1) * gain)[:, None, None]  # S = G K
+        rp = self.rinv[lay.partner]
+        # rank-last algebra: M = d1 M_old P^T + G K with K = (1 - d1) gain R_p^-1 (V + rho)^-1/2;
+        # step = M R_p^-T (divided by the cap factor). Rank-first buckets compute the transposes.
+        k_mat = (rp @ inverse_root(v, rho, grp["eps"])) * ((1 - d1) * gain)[:, None, None]
         p_mom = self.p.mT * d1[:, None, None]
-        new_m, new_x = [None] * len(self.params), [None] * len(self.params)
-        deltas: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
+        back = rp.mT
+        n = len(lay.params)
+        new_m: list[torch.Tensor] = [torch.empty(0)] * n
+        new_y: list[torch.Tensor] = [torch.empty(0)] * n
+        deltas: list[torch.Tensor] = [torch.empty(0)] * n
         cap = grp["update_capping"]
-        for (js, idx), x, g in zip(self.buckets, self.x, self.g, strict=True):
+        for (js, idx, rank_first), y, g in zip(lay.buckets, self.y, self.g, strict=True):
             m_old = _stack([st[j]["exp_avg"] for j in js])
-            m = torch.baddbmm(m_old @ p_mom[idx].to(self.dtype), g, k_mat[idx].to(self.dtype))  # (k, rows, r)
-            back = rp[idx].mT
+            pm, km, bk = (t[idx].to(lay.dtype) for t in (p_mom, k_mat, back))
+            if rank_first:
+                m = torch.baddbmm(pm.mT @ m_old, km.mT, g)  # (k, r, rows)
+            else:
+                m = torch.baddbmm(m_old @ pm, g, km)  # (k, rows, r)
             if cap > 0:
-                m_rms = m.square().mean((1, 2)).sqrt().to(_F64)
-                back = back / (m_rms / cap).clamp_min(1.0)[:, None, None]
-            delta = m @ back.to(self.dtype)  # M R_partner^-T, (k, rows, r)
-            for pos, j in enumerate(js):
-                new_m[j], new_x[j], deltas[j] = m[pos], x[pos], delta[pos]
+                bk = bk / (m.square().mean((1, 2)).sqrt() / cap).clamp_min(1.0)[:, None, None]
+            delta = bk.mT @ m if rank_first else m @ bk
+            for j, m_j, y_j, d_j in zip(js, m.unbind(0), y.unbind(0), delta.unbind(0), strict=True):
+                new_m[j], new_y[j], deltas[j] = m_j, y_j, d_j
         lr, wd = grp["lr"], grp["weight_decay"]
-        updates = [from_rank_last(d, p, dim).to(p.dtype) for d, p, dim in zip(deltas, self.params, self.dims, strict=True)]
+        updates = [from_matrix(d, p, dim).to(p.dtype) for d, p, dim in zip(deltas, lay.params, lay.dims, strict=True)]
         if wd > 0:
-            torch._foreach_mul_(self.params, 1 - lr * wd)
-        torch._foreach_add_(self.params, updates, alpha=-lr)
+            torch._foreach_mul_(lay.params, 1 - lr * wd)
+        torch._foreach_add_(lay.params, updates, alpha=-lr)
         if grp["balance_param"]:
-            _balance(self.params)
-        for j, s in enumerate(st):
-            s["step"] = steps[j].to(torch.float32)
-            s["exp_avg"], s["prev_factor"], s["prev_rinv"] = new_m[j], new_x[j], self.rinv[j]
-            s["exp_avg_sq"], s["escape"] = v[j], rho[j]
+            _balance(lay.params)
+        steps_f = steps.to(torch.float32)
+        for s, t_j, m_j, y_j, ri_j, v_j, rho_j in zip(st, steps_f.unbind(0), new_m, new_y, self.rinv.unbind(0),
+                                                      v.unbind(0), rho.unbind(0), strict=True):
+            s["step"], s["exp_avg"], s["prev_factor"], s["prev_rinv"], s["exp_avg_sq"], s["escape"] = (
+                t_j, m_j, y_j, ri_j, v_j, rho_j)
 
 
 def _balance(params: list[torch.Tensor]) -> None:

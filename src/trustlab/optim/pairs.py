@@ -82,20 +82,28 @@ class LoRAPair:
         return (self.lora_B, self.rank_dims[1]), (self.lora_A, self.rank_dims[0])
 
 
-def as_rank_last(t: torch.Tensor, rank_dim: int) -> torch.Tensor:
-    """A 2-D view ``(rows, r)`` of a factor: rank axis moved last, the other axes flattened.
+def as_matrix(t: torch.Tensor, rank_dim: int) -> tuple[torch.Tensor, bool]:
+    """A factor as a matrix with the rank axis first or last, whichever needs no copy.
 
-    A view when the layout allows (always for PEFT linear and embedding factors), else a copy: never
-    write through it; map results back with :func:`from_rank_last`.
+    Returns ``(matrix, rank_first)``: ``(r, rows)`` when the rank axis is 0 (PEFT ``lora_A``), else
+    ``(rows, r)`` with the rank axis moved last and the other axes flattened (PEFT ``lora_B``). A view
+    for contiguous PEFT factors; map results back with :func:`from_matrix`, never write through it.
     """
+    if t.ndim == 2:  # fast path: PEFT linear / embedding factors
+        return t, rank_dim % 2 == 0
+    if rank_dim % t.ndim == 0:
+        return t.reshape(t.shape[0], -1), True
     moved = torch.movedim(t, rank_dim, -1)
-    return moved.reshape(-1, moved.shape[-1])
+    return moved.reshape(-1, moved.shape[-1]), False
 
 
-def from_rank_last(x: torch.Tensor, like: torch.Tensor, rank_dim: int) -> torch.Tensor:
-    """Inverse of :func:`as_rank_last`: a ``(rows, r)`` tensor back in the layout of ``like``."""
-    moved_shape = torch.movedim(like, rank_dim, -1).shape
-    return torch.movedim(x.reshape(moved_shape), -1, rank_dim)
+def from_matrix(x: torch.Tensor, like: torch.Tensor, rank_dim: int) -> torch.Tensor:
+    """Inverse of :func:`as_matrix`: a matrix back in the shape and layout of ``like``."""
+    if x.shape == like.shape:
+        return x
+    if rank_dim % like.ndim == 0:
+        return x.reshape(like.shape)
+    return torch.movedim(x.reshape(torch.movedim(like, rank_dim, -1).shape), -1, rank_dim)
 
 
 def find_lora_pairs(model: nn.Module | Iterable[tuple[str, torch.Tensor]], adapter: str | None = None,

@@ -1,0 +1,127 @@
+"""Optimizer step time and state memory of LoRA-RITE vs AdamW and pytorch-optimizer's ``LoRARite``.
+
+Setup: the embedded SmolLM2-135M-Instruct with PEFT LoRA on the attention and MLP projections
+(q, k, v, o, gate, up, down; rank 16 for the targets, ranks 4 and 64 as extra detail), real gradients
+from one forward/backward on random tokens. Every optimizer steps the same parameters with the same
+gradients; the optimizers are timed in interleaved rounds so machine noise hits all of them alike.
+
+Run: ``python benchmarks/lora_rite_step.py`` (writes ``results/benchmarks/lora_rite_step.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from trustlab.optim import LoRARITE, create_lora_rite_optimizer, find_lora_pairs
+from trustlab.report import BenchmarkRecord, machine_info, write_benchmark
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def lora_model(rank: int):
+    from peft import LoraConfig, get_peft_model
+
+    from trustlab.models import load_model
+
+    base = load_model("embedded").model
+    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=TARGETS))
+    ids = torch.randint(0, base.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
+    model(input_ids=ids, labels=ids).loss.backward()
+    return model
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of distinct tensor storages held in the optimizer state."""
+    seen, total = set(), 0
+    for st in opt.state.values():
+        for v in st.values():
+            if torch.is_tensor(v):
+                key = v.untyped_storage().data_ptr()
+                if key not in seen:
+                    seen.add(key)
+                    total += v.untyped_storage().nbytes()
+    return total
+
+
+def make_optimizers(model) -> dict[str, torch.optim.Optimizer]:
+    from pytorch_optimizer import LoRARite
+
+    pairs, _ = find_lora_pairs(model)
+    lora_params = [p for pair in pairs for p in (pair.lora_A, pair.lora_B)]  # peer wants [A1, B1, A2, B2, ...]
+    return {
+        "trustlab LoRARITE": create_lora_rite_optimizer(model, lr=1e-4),
+        "torch AdamW (default)": torch.optim.AdamW(lora_params, lr=1e-4),
+        "torch AdamW (fused)": torch.optim.AdamW(lora_params, lr=1e-4, fused=True),
+        "pytorch-optimizer LoRARite": LoRARite(lora_params, lr=1e-4),
+    }
+
+
+def time_steps(model, rounds: int, steps: int) -> tuple[dict[str, float], dict[str, int], int]:
+    """Median step seconds and state bytes of each optimizer (parameters restored between optimizers)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    init = [p.detach().clone() for p in params]
+    opts = make_optimizers(model)
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for _ in range(rounds):
+        for name, opt in opts.items():
+            with torch.no_grad():
+                for p, p0 in zip(params, init, strict=True):
+                    p.copy_(p0)
+            opt.step()  # warm-up (and the B = 0 cold start) outside the clock
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                opt.step()
+                times[name].append(time.perf_counter() - t0)
+    n_params = sum(p.numel() for p in params)
+    return ({k: statistics.median(v) for k, v in times.items()}, {k: state_bytes(o) for k, o in opts.items()},
+            n_params)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--ranks", type=int, nargs="+", default=[4, 16, 64])
+    ap.add_argument("--out", type=Path, default=Path("results/benchmarks/lora_rite_step.json"))
+    args = ap.parse_args(argv)
+    ours, adamw, peer = "trustlab LoRARITE", "torch AdamW (default)", "pytorch-optimizer LoRARite"
+    by_rank = {}
+    for rank in args.ranks:
+        torch.manual_seed(0)
+        model = lora_model(rank)
+        sec, mem, n = time_steps(model, args.rounds, args.steps)
+        by_rank[rank] = {"step_seconds": sec, "state_bytes": mem, "lora_params": n,
+                         "pairs": len(find_lora_pairs(model)[0])}
+        print(f"rank {rank}: {n:,} LoRA parameters")
+        for name in sec:
+            print(f"  {name:30s} {sec[name] * 1e3:8.2f} ms/step  state {mem[name] / 2**20:7.1f} MiB  "
+                  f"x{sec[name] / sec[adamw]:.2f} AdamW")
+    r16 = by_rank.get(16) or by_rank[args.ranks[0]]
+    rank = 16 if 16 in by_rank else args.ranks[0]
+    setup = {"model": "SmolLM2-135M-Instruct (embedded)", "rank": rank, "targets": TARGETS,
+             "rounds": args.rounds, "steps_per_round": args.steps, "statistic": "median",
+             "all_ranks": by_rank, "optimizer_class": LoRARITE.__name__}
+    sec, mem = r16["step_seconds"], r16["state_bytes"]
+    machine = machine_info()
+    records = [
+        BenchmarkRecord(f"optimizer step time, LoRA rank {rank} on SmolLM2 (s)", sec[ours], sec[adamw],
+                        "torch.optim.AdamW (default settings)", True, 1.25, machine, setup),
+        BenchmarkRecord(f"optimizer step time, LoRA rank {rank} on SmolLM2 (s)", sec[ours], sec[peer],
+                        "pytorch-optimizer LoRARite", True, 1.0, machine, setup),
+        BenchmarkRecord(f"optimizer state memory, LoRA rank {rank} on SmolLM2 (bytes)", mem[ours], mem[adamw],
+                        "torch.optim.AdamW (default settings)", True, None, machine, setup),
+        BenchmarkRecord(f"optimizer state memory, LoRA rank {rank} on SmolLM2 (bytes)", mem[ours], mem[peer],
+                        "pytorch-optimizer LoRARite", True, None, machine, setup),
+    ]
+    write_benchmark(args.out, records)
+    for r in records:
+        print(f"{r.measure} vs {r.peer_name}: ratio {r.ratio:.3f} (target {r.target}, meets: {r.meets_target})")
+
+
+if __name__ == "__main__":
+    main()
