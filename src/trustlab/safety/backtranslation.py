@@ -106,7 +106,8 @@ class DefenseTrace:
         output: the text returned to the user.
         refused: whether the output is the defense's refusal.
         calls: per-sample model calls spent (target, backtranslator and scorer together).
-        seconds: wall time of the batch this sample was in, divided by the batch size.
+        seconds: wall time of the whole defense for the batch, divided by the number of samples.
+        response_seconds: the same for step 1 alone (the undefended call).
     """
 
     prompt: str
@@ -122,6 +123,7 @@ class DefenseTrace:
     refused: bool = False
     calls: int = 1
     seconds: float = 0.0
+    response_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,17 +218,17 @@ class BacktranslationDefense(ModelHandle):
     def _loglik_scores(self, requests: list[str], responses: list[str]) -> list[float]:
         tok = self.backtranslator.tokenizer
         pairs, counts = [], []
-        for s, o in zip(requests, responses):
+        for s, o in zip(requests, responses, strict=True):
             ids = tok(o, add_special_tokens=False)["input_ids"][: self.n_lik]
             pairs.append((s, tok.decode(ids) or o))
             counts.append(max(len(ids), 1))
         scores = self.backtranslator.loglikelihood(pairs, chat_template=False)
-        return [lp / n for (lp, _), n in zip(scores, counts)]
+        return [lp / n for (lp, _), n in zip(scores, counts, strict=True)]
 
     def _judge_scores(self, requests: list[str], responses: list[str]) -> list[float]:
         from trustlab.models.labels import label_logprobs
 
-        asks = [EXPLAIN_TEMPLATE.format(request=s, response=o[:1500]) for s, o in zip(requests, responses)]
+        asks = [EXPLAIN_TEMPLATE.format(request=s, response=o[:1500]) for s, o in zip(requests, responses, strict=True)]
         return [d["yes"] for d in label_logprobs(self.backtranslator, asks, {"yes": ["yes"], "no": ["no"]})]
 
     # ------------------------------------------------------------------ the defense
@@ -252,25 +254,26 @@ class BacktranslationDefense(ModelHandle):
         t0 = time.perf_counter()
         prompts = list(prompts)
         gens = self.target.generate(prompts, cfg, chat_template=chat_template)
+        first = (time.perf_counter() - t0) / (len(prompts) * cfg.n)
         texts = [plain_text(p) for p in prompts]
-        traces = [DefenseTrace(prompt=texts[i], response=g.text, initial_refusal=False)
+        traces = [DefenseTrace(prompt=texts[i], response=g.text, initial_refusal=False, response_seconds=first)
                   for i, row in enumerate(gens) for g in row]
         for t, r in zip(traces, self.refusal.detect([t.response for t in traces],
-                                                    prompts=[t.prompt for t in traces])):
+                                                    prompts=[t.prompt for t in traces]), strict=True):
             t.initial_refusal = r
         todo = [t for t in traces if not t.initial_refusal]
         if todo:
             asks = [BACKTRANSLATION_TEMPLATE.format(response=t.response.strip()) for t in todo]
             answers = self.backtranslator.generate(asks, max_new_tokens=self.backtranslate_max_new_tokens,
                                                    temperature=0.0)
-            for t, (a,) in zip(todo, answers):
+            for t, (a,) in zip(todo, answers, strict=True):
                 t.backtranslation = a.text
                 t.inferred_request = parse_inferred_request(a.text, self.parse)
                 t.calls += 1
         todo = [t for t in todo if t.inferred_request]
         if todo and self.explain_scorer is not None and (full or self.gamma > -math.inf):
             scores = self.explain_scorer([t.inferred_request for t in todo], [t.response for t in todo])
-            for t, s in zip(todo, scores):
+            for t, s in zip(todo, scores, strict=True):
                 t.likelihood = float(s)
                 t.calls += 1
         if not full:
@@ -282,7 +285,7 @@ class BacktranslationDefense(ModelHandle):
             judged = self.inferred_refusal.detect([a.text for (a,) in again],
                                                   allow_clarification=self.allow_clarification,
                                                   prompts=[t.inferred_request for t in todo])
-            for t, (a,), r in zip(todo, again, judged):
+            for t, (a,), r in zip(todo, again, judged, strict=True):
                 t.inferred_response, t.inferred_refusal = a.text, r
                 t.calls += 1
         per = (time.perf_counter() - t0) / max(len(traces), 1)
@@ -325,6 +328,6 @@ class BacktranslationDefense(ModelHandle):
         return t
 
     def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat_template: bool) -> list[list[Generation]]:
-        traces = iter(self.trace(prompts, cfg, chat_template=chat_template))
-        return [[Generation(text=(t := next(traces)).output, extra={"defense": t.to_dict()})
-                 for _ in range(cfg.n)] for _ in prompts]
+        traces = self.trace(prompts, cfg, chat_template=chat_template)
+        gens = [Generation(text=t.output, extra={"defense": t.to_dict()}) for t in traces]
+        return [gens[i * cfg.n:(i + 1) * cfg.n] for i in range(len(prompts))]

@@ -110,7 +110,7 @@ class LLMRefusalJudge:
         prompts = list(prompts) if prompts is not None else [None] * len(responses)
         asks = [JUDGE_TEMPLATE.format(request=f"Request: \"{p[: self.max_chars]}\"\n" if p else "",
                                       response=r.strip()[: self.max_chars])
-                for r, p in zip(responses, prompts) if r.strip()]
+                for r, p in zip(responses, prompts, strict=True) if r.strip()]
         probs = iter(exp(d["yes"]) for d in label_logprobs(self.model, asks, {"yes": ["yes"], "no": ["no"]}))
         return [next(probs) if r.strip() else 1.0 for r in responses]
 
@@ -135,9 +135,9 @@ def error_rates(detector: RefusalDetector, rows: Sequence[dict[str, Any]] | None
     """
     rows = list(rows if rows is not None else labelled_refusals())
     pred = detector.detect([r["text"] for r in rows])
-    pos = [p for p, r in zip(pred, rows) if r["refusal"]]
-    neg = [p for p, r in zip(pred, rows) if not r["refusal"]]
-    wrong = [r.get("id", i) for i, (p, r) in enumerate(zip(pred, rows)) if p != r["refusal"]]
+    pos = [p for p, r in zip(pred, rows, strict=True) if r["refusal"]]
+    neg = [p for p, r in zip(pred, rows, strict=True) if not r["refusal"]]
+    wrong = [r.get("id", i) for i, (p, r) in enumerate(zip(pred, rows, strict=True)) if p != r["refusal"]]
     return {
         "detector": detector.name,
         "n": len(rows),
