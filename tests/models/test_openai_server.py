@@ -98,3 +98,10 @@ def test_same_greedy_answers_as_the_hf_backend(llama_server, smollm):
         gaps.append(float(logp[h.token_ids[k]] - logp[s_ids[k]]))
     assert all(g < 0.5 for g in gaps), gaps
     assert same + len(gaps) >= 1
+
+
+def test_prompt_longer_than_the_server_context_is_refused_clearly(remote):
+    from trustlab.errors import ContextLengthError
+
+    with pytest.raises(ContextLengthError, match="too long for its context window"):
+        remote.generate(["word " * 3000], max_new_tokens=4)
