@@ -1,0 +1,12 @@
+"""LoRA supervised fine-tuning shared by the methods that train (LoRA-RITE, [IND] fine-tuning, ...)."""
+
+from trustlab.train.sft import (
+    SFTConfig,
+    add_lora,
+    lora_finetune,
+    make_optimizer,
+    read_examples,
+    tokenize_example,
+)
+
+__all__ = ["SFTConfig", "add_lora", "lora_finetune", "make_optimizer", "read_examples", "tokenize_example"]

@@ -1,0 +1,63 @@
+"""LoRA SFT through the HF Trainer with each optimizer, on a tiny random Llama (no tokenizer needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trustlab.train import SFTConfig, lora_finetune, tokenize_example
+
+pytest.importorskip("peft")
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0)
+    return LlamaForCausalLM(cfg)
+
+
+def token_examples(n: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        prompt = torch.randint(1, 32, (6,), generator=g).tolist()
+        target = [t + 32 for t in prompt[:3]]  # a learnable mapping
+        rows.append({"input_ids": prompt + target, "labels": [-100] * 6 + target})
+    return rows
+
+
+@pytest.mark.parametrize("optimizer", ["lora-rite", "adamw", "loraplus"])
+def test_trainer_runs_and_learns(optimizer):
+    lr = {"lora-rite": 3e-2, "adamw": 1e-2, "loraplus": 3e-3}[optimizer]
+    cfg = SFTConfig(optimizer=optimizer, lr=lr, steps=25, batch_size=8, rank=4, alpha=8,
+                    target_modules=("q_proj", "v_proj", "up_proj", "down_proj"))
+    model, log = lora_finetune(tiny_llama(), None, token_examples(), cfg)
+    assert len(log) == 25 and log[-1]["loss"] < log[0]["loss"]
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)
+
+
+def test_extra_special_tokens_train_only_new_rows():
+    from transformers import AutoTokenizer
+
+    from trustlab.models.embedded import smollm2_dir
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    model = tiny_llama()
+    model.resize_token_embeddings(len(tok))
+    cfg = SFTConfig(steps=2, batch_size=2, rank=2, alpha=4, extra_special_tokens=("[IND]",),
+                    target_modules=("q_proj", "v_proj"))
+    ex = [{"prompt": "[IND] Say hi.", "response": "hi"}] * 2
+    peft_model, log = lora_finetune(model, tok, ex, cfg)
+    assert tok.convert_tokens_to_ids("[IND]") == len(tok) - 1 and len(log) == 2
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert trainable and all("token" in n for n in trainable)
+
+
+def test_response_only_labels(tokenizer):
+    row = tokenize_example(tokenizer, {"prompt": "What is 2+2?", "response": "4"}, 128)
+    supervised = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
+    assert tokenizer.decode(supervised).strip().startswith("4") and len(supervised) <= 4
