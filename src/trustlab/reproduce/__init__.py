@@ -10,7 +10,11 @@ from pathlib import Path
 from trustlab.report.schema import Claim
 
 # method id -> module implementing run(); adding a reproduction is one line here.
-REPRODUCTIONS: dict[str, str] = {}
+REPRODUCTIONS: dict[str, str] = {
+    "backtranslation": "trustlab.reproduce.backtranslation",
+    "clue": "trustlab.reproduce.clue",
+    "lora-rite": "trustlab.reproduce.lora_rite",
+}
 
 
 def run_reproduction(method: str, out: Path | None = None, *, quick: bool = False, seed: int = 0) -> list[Claim]:

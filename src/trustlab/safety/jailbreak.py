@@ -158,6 +158,12 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
         m["calls_per_prompt"] = sum(r["calls"] for r in rows) / len(rows)
         m["seconds_per_prompt"] = sum(r["seconds"] for r in rows) / len(rows)
         summary[arm] = m
-    rows_out = [{"kind": k, **t.to_dict(), **{f"{arm}_output": arms[arm][i]["output"] for arm in arms if arm != "none"}}
-                for i, (k, t) in enumerate(zip(kinds, traces, strict=True))]
+    rows_out = []
+    for i, (k, t) in enumerate(zip(kinds, traces, strict=True)):
+        row = {"kind": k, **t.to_dict()}
+        for arm in arms:
+            if arm != "none":
+                row[f"{arm}_output"] = arms[arm][i]["output"]
+                row[f"{arm}_decision"] = arms[arm][i].get("decision")
+        rows_out.append(row)
     return {"arms": summary, "rows": rows_out}

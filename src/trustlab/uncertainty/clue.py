@@ -1,0 +1,310 @@
+"""CLUE: concept-level uncertainty estimation.
+
+What differs from sequence-level uncertainty: instead of one number for a whole output, an LLM
+lists the concepts of each of N sampled outputs, equivalent concepts are merged, and each concept
+gets its own uncertainty from how strongly the N samples entail it:
+
+    s_ij = P(entail | premise = o_i, hypothesis = "This example is {c_j}.")
+    U(c_j) = -(1/N) * sum_i log s_ij            (higher = more uncertain)
+
+An output's score is ``max`` (or ``mean``) of U over its own concepts.
+
+References:
+    Yu-Hsiang Wang, Andrew Bai, Che-Ping Tsai, Cho-Jui Hsieh. "CLUE: Concept-Level Uncertainty
+    Estimation for Large Language Models". arXiv 2409.03021 (2024).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trustlab.models.base import ModelHandle, Prompt, plain_text
+from trustlab.uncertainty.baselines import greedy_clusters
+from trustlab.uncertainty.concepts import EXTRACTION_TEMPLATE, parse_concepts
+from trustlab.uncertainty.nli import HFNLI, EntailmentScorer, load_nli
+
+HYPOTHESIS = "This example is {concept}."
+
+
+def concept_uncertainty(entail: np.ndarray) -> np.ndarray:
+    """U for each concept from the (N samples, C concepts) entailment matrix: -mean_i log clip(s_ij).
+
+    Example:
+        >>> concept_uncertainty(np.array([[1.0, 0.5], [1.0, 0.5]]))
+        array([-0.        ,  0.69314718])
+    """
+    s = np.clip(np.asarray(entail, dtype=float), 1e-6, 1.0)  # (N, C)
+    return -np.log(s).mean(axis=0)
+
+
+def pool_concepts(concepts: Sequence[str], vectors: np.ndarray | None, *, threshold: float = 0.85,
+                  same: Callable[[int, int], bool] | None = None, band: tuple[float, float] | None = None) -> list[int]:
+    """Merge equivalent concepts; returns a cluster id per concept (the first member represents it).
+
+    Args:
+        concepts: the concepts, in first-seen order.
+        vectors: their unit-norm embeddings (None: only ``same`` decides).
+        threshold: cosine at or above which two concepts are the same.
+        same: a judge ``(i, j) -> bool`` (e.g. bidirectional entailment). Without ``vectors`` it
+            decides every pair; with them it breaks ties for cosines inside ``band``.
+        band: (low, high) cosine range handed to ``same`` (default: none).
+
+    Example:
+        >>> pool_concepts(["Paris", "paris city", "France"], vecs)
+        [0, 0, 1]
+    """
+    if vectors is None:
+        if same is None:
+            raise ValueError("pooling needs embeddings or a judge")
+        reps: list[int] = []
+        ids = []
+        for i in range(len(concepts)):
+            hit = next((c for c, r in enumerate(reps) if same(r, i)), None)
+            if hit is None:
+                reps.append(i)
+                hit = len(reps) - 1
+            ids.append(hit)
+        return ids
+    if same is None or band is None:
+        return greedy_clusters(vectors, threshold)
+    reps, ids = [], []
+    for i in range(len(concepts)):
+        hit = None
+        for c, r in enumerate(reps):
+            cos = float(vectors[i] @ vectors[r])
+            if cos >= threshold or (band[0] <= cos < band[1] and same(r, i)):
+                hit = c
+                break
+        if hit is None:
+            reps.append(i)
+            hit = len(reps) - 1
+        ids.append(hit)
+    return ids
+
+
+@dataclass
+class ConceptScore:
+    """One pooled concept: its uncertainty, per-sample entailment, where it came from, its aliases."""
+
+    concept: str
+    uncertainty: float
+    entailment: list[float]
+    sources: list[int]
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConceptReport:
+    """CLUE's result for one prompt.
+
+    Attributes:
+        prompt: the prompt (plain text).
+        answer: the scored output (None when only samples were given).
+        samples: the N sampled outputs.
+        concepts: pooled concepts, most uncertain first (sources: sample indices, -1 = the answer).
+        answer_concepts: the pooled concepts of the answer.
+        score: output-level score (``agg`` of U over the answer's concepts; over all concepts when there
+            is no answer or its extraction failed); NaN when no concept was extracted at all.
+        bad_extractions: extractions that gave no concept (counted, never fatal).
+        n_extractions: extractions attempted.
+    """
+
+    prompt: str
+    answer: str | None
+    samples: list[str]
+    concepts: list[ConceptScore]
+    answer_concepts: list[str]
+    score: float
+    bad_extractions: int
+    n_extractions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows for printing: concept, U, mean entailment, in the answer?"""
+        return [{"concept": c.concept, "U": round(c.uncertainty, 4), "mean_entail": round(float(np.mean(c.entailment)), 4),
+                 "in_answer": c.concept in self.answer_concepts, "aliases": ", ".join(c.aliases[1:])}
+                for c in self.concepts]
+
+
+class CLUE:
+    """Concept-level uncertainty of an LLM's answers (see the module docstring).
+
+    Args:
+        llm: the target model (any backend).
+        nli: entailment scorer: ``"llm"`` (default: the LLM reads label-token probabilities), a path
+            to a Hugging Face NLI classifier, or an object with ``entail(pairs)``.
+        embedder: sentence encoder for pooling (default: the embedded MiniLM, loaded when needed).
+        extractor: the model that lists concepts (default: ``llm``).
+        n_samples: N sampled outputs (default 5).
+        temperature: sampling temperature (default 1.0); top_p 1.0.
+        max_new_tokens: tokens per output (default 64).
+        extract_max_new_tokens: tokens per concept list (default 48).
+        pooler: ``"cosine"`` (embedding cosine >= threshold), ``"nli"`` (both-way entailment > 0.5)
+            or ``"auto"`` (default: nli with a real NLI classifier, else cosine).
+        threshold: cosine for merging (default 0.85).
+        tie_band: with the cosine pooler, cosines in this (low, high) range go to the NLI scorer as a
+            tie-breaker (both-way entailment > 0.5); default None (no tie-breaker).
+        agg: ``"max"`` (default) or ``"mean"`` of U over the answer's concepts.
+        seed: sampling seed.
+
+    Example:
+        >>> clue = CLUE(load_model(), n_samples=5)
+        >>> report = clue.estimate("Answer in one sentence with details: who founded Apple?")
+        >>> report.table()[:3]
+    """
+
+    def __init__(self, llm: ModelHandle, nli: Any = "llm", embedder: Any = None, extractor: ModelHandle | None = None,
+                 *, n_samples: int = 5, temperature: float = 1.0, max_new_tokens: int = 64,
+                 extract_max_new_tokens: int = 48, pooler: str = "auto", threshold: float = 0.85,
+                 tie_band: tuple[float, float] | None = None, agg: str = "max", seed: int | None = None):
+        if agg not in ("max", "mean"):
+            raise ValueError(f"agg must be 'max' or 'mean', got {agg!r}")
+        if pooler not in ("auto", "cosine", "nli"):
+            raise ValueError(f"pooler must be 'auto', 'cosine' or 'nli', got {pooler!r}")
+        self.llm = llm
+        self.nli: EntailmentScorer = load_nli(nli, llm)
+        self.embedder = embedder
+        self.extractor = extractor or llm
+        self.n_samples = n_samples
+        self.temperature = temperature
+        self.max_new_tokens = max_new_tokens
+        self.extract_max_new_tokens = extract_max_new_tokens
+        self.pooler = ("nli" if isinstance(self.nli, HFNLI) else "cosine") if pooler == "auto" else pooler
+        self.threshold = threshold
+        self.tie_band = tie_band
+        self.agg = agg
+        self.seed = seed
+
+    # ------------------------------------------------------------------ entry points
+    def estimate(self, prompt: Prompt) -> ConceptReport:
+        """Sample N outputs and a greedy answer for ``prompt`` and score them."""
+        return self.estimate_many([prompt])[0]
+
+    def estimate_many(self, prompts: Sequence[Prompt]) -> list[ConceptReport]:
+        """:meth:`estimate` for many prompts, every model step batched across prompts."""
+        prompts = list(prompts)
+        greedy = self.llm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=0.0)
+        samples = self.llm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                    top_p=1.0, n=self.n_samples, seed=self.seed)
+        return self.estimate_from_samples_many([
+            {"prompt": plain_text(p), "answer": g[0].text, "samples": [s.text for s in row]}
+            for p, g, row in zip(prompts, greedy, samples, strict=True)])
+
+    def estimate_from_samples(self, samples: Sequence[str], answer: str | None = None, prompt: str = "") -> ConceptReport:
+        """Post-hoc: score stored generations without running the generator.
+
+        Example:
+            >>> clue.estimate_from_samples(["Jobs founded Apple.", "Wozniak and Jobs founded Apple."])
+        """
+        return self.estimate_from_samples_many([{"prompt": prompt, "answer": answer, "samples": list(samples)}])[0]
+
+    def estimate_from_jsonl(self, path: str) -> list[ConceptReport]:
+        """Post-hoc scoring of a JSONL file of saved generations, one prompt per line:
+        ``{"prompt": str, "samples": [str | {"text": str}], "answer": str | {"text": str} | null}``.
+
+        Example:
+            >>> clue.estimate_from_jsonl("runs/generations.jsonl")
+        """
+        from trustlab.report import read_jsonl
+
+        def text(x: Any) -> str:
+            return x["text"] if isinstance(x, dict) else str(x)
+
+        items = []
+        for k, row in enumerate(read_jsonl(path)):
+            if not isinstance(row.get("samples"), list) or not row["samples"]:
+                raise ValueError(f"{path}: line {k + 1} needs a non-empty 'samples' list")
+            answer = row.get("answer")
+            items.append({"prompt": str(row.get("prompt", "")), "samples": [text(s) for s in row["samples"]],
+                          "answer": None if answer is None else text(answer)})
+        if not items:
+            raise ValueError(f"{path} holds no generations")
+        return self.estimate_from_samples_many(items)
+
+    def estimate_from_samples_many(self, items: Sequence[dict[str, Any]]) -> list[ConceptReport]:
+        """Post-hoc scoring of many ``{"prompt", "samples": [...], "answer": optional}`` items, batched."""
+        items = [{"prompt": it.get("prompt", ""), "answer": it.get("answer"), "samples": list(it["samples"])}
+                 for it in items]
+        if any(not it["samples"] for it in items):
+            raise ValueError("every item needs at least one sample")
+        extracted = self._extract([t for it in items for t in self._texts(it)])
+        pooled = [self._pool(it, [extracted[t] for t in self._texts(it)]) for it in items]
+        pairs = [(s, HYPOTHESIS.format(concept=c)) for it, (reps, *_) in zip(items, pooled, strict=True)
+                 for c in reps for s in it["samples"]]
+        probs = iter(self.nli.entail(pairs))
+        reports = []
+        for it, (reps, aliases, sources, answer_reps) in zip(items, pooled, strict=True):
+            n = len(it["samples"])
+            mat = np.array([[next(probs) for _ in range(n)] for _ in reps]).reshape(len(reps), n).T  # (N, C)
+            u = concept_uncertainty(mat) if reps else np.zeros(0)
+            scores = [ConceptScore(c, float(u[j]), mat[:, j].tolist(), sources[j], aliases[j]) for j, c in enumerate(reps)]
+            scores.sort(key=lambda c: -c.uncertainty)
+            texts = self._texts(it)
+            bad = sum(not extracted[t] for t in texts)
+            reports.append(ConceptReport(it["prompt"], it["answer"], it["samples"], scores, answer_reps,
+                                         self._aggregate(scores, answer_reps), bad, len(texts)))
+        return reports
+
+    # ------------------------------------------------------------------ steps
+    @staticmethod
+    def _texts(item: dict[str, Any]) -> list[str]:
+        return ([item["answer"]] if item["answer"] is not None else []) + item["samples"]
+
+    def _extract(self, texts: list[str]) -> dict[str, list[str]]:
+        """Concepts of each distinct text (one extractor call per distinct non-empty text)."""
+        todo = [t for t in dict.fromkeys(texts) if t.strip()]
+        out: dict[str, list[str]] = {t: [] for t in texts}
+        if todo:
+            answers = self.extractor.generate([EXTRACTION_TEMPLATE.format(text=t.strip()) for t in todo],
+                                              max_new_tokens=self.extract_max_new_tokens, temperature=0.0)
+            out.update({t: parse_concepts(a[0].text) for t, a in zip(todo, answers, strict=True)})
+        return out
+
+    def _pool(self, item: dict[str, Any], per_text: list[list[str]]):
+        """Pooled representatives, their aliases and sources, and the answer's representatives."""
+        offset = 0 if item["answer"] is None else 1
+        flat: list[str] = []
+        origin: list[int] = []
+        for k, concepts in enumerate(per_text):
+            for c in concepts:
+                flat.append(c)
+                origin.append(k - offset)  # -1 = the answer
+        if not flat:
+            return [], [], [], []
+        vecs = None
+        if self.pooler == "cosine":
+            if self.embedder is None:
+                from trustlab.models.embedded import load_sentence_encoder
+
+                self.embedder = load_sentence_encoder()
+            vecs = self.embedder.encode(flat, normalize_embeddings=True, convert_to_numpy=True)
+        same = self._both_ways(flat, vecs) if (self.pooler == "nli" or self.tie_band) else None
+        ids = pool_concepts(flat, vecs, threshold=self.threshold, same=same, band=self.tie_band)
+        members = {cid: [i for i, x in enumerate(ids) if x == cid] for cid in dict.fromkeys(ids)}
+        reps = [flat[m[0]] for m in members.values()]
+        aliases = [list(dict.fromkeys(flat[i] for i in m)) for m in members.values()]
+        sources = [sorted({origin[i] for i in m}) for m in members.values()]
+        answer_reps = list(dict.fromkeys(flat[members[ids[i]][0]] for i in range(len(flat)) if origin[i] == -1))
+        return reps, aliases, sources, answer_reps
+
+    def _both_ways(self, flat: list[str], vecs: np.ndarray | None) -> Callable[[int, int], bool]:
+        """A pair judge: both-way entailment > 0.5, scored in one batch for the pairs that need it."""
+        n = len(flat)
+        need = [(i, j) for i in range(n) for j in range(i + 1, n)
+                if vecs is None or (self.tie_band and self.tie_band[0] <= float(vecs[i] @ vecs[j]) < self.tie_band[1])]
+        probs = self.nli.entail([(flat[a], flat[b]) for i, j in need for a, b in ((i, j), (j, i))])
+        ok = {p: probs[2 * k] > 0.5 and probs[2 * k + 1] > 0.5 for k, p in enumerate(need)}
+        return lambda i, j: ok.get((min(i, j), max(i, j)), False)
+
+    def _aggregate(self, scores: list[ConceptScore], answer_reps: list[str]) -> float:
+        chosen = [c.uncertainty for c in scores if c.concept in answer_reps] or [c.uncertainty for c in scores]
+        if not chosen:
+            return math.nan
+        return max(chosen) if self.agg == "max" else float(np.mean(chosen))

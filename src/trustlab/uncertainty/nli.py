@@ -1,0 +1,137 @@
+"""Entailment scorers for CLUE: any Hugging Face NLI classifier, or an LLM reading label-word probabilities.
+
+Both return P(entailment | premise, hypothesis) with the softmax taken over {contradiction,
+entailment} only (the zero-shot-classification convention of bart-large-mnli), so the two back-ends
+are on the same scale. Scores are cached per (premise, hypothesis) pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from trustlab.errors import require
+from trustlab.models.base import ModelHandle
+
+NLI_TEMPLATE = (
+    "Premise: {premise}\nHypothesis: {hypothesis}\n"
+    "Does the premise entail the hypothesis? Answer with one word: entailment, neutral or contradiction."
+)
+
+
+class EntailmentScorer(Protocol):
+    """What CLUE needs from an NLI back-end."""
+
+    name: str
+
+    def entail(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+
+
+class _Cached:
+    """Shared cache: each distinct pair is scored once."""
+
+    name = "nli"
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], float] = {}
+
+    def entail(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """P(entailment) for each (premise, hypothesis) pair.
+
+        Example:
+            >>> scorer.entail([("Paris is in France.", "Paris is in Europe.")])
+        """
+        todo = list(dict.fromkeys(p for p in pairs if p not in self._cache))
+        if todo:
+            self._cache.update(zip(todo, self._score(todo), strict=True))
+        return [self._cache[p] for p in pairs]
+
+    def _score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        raise NotImplementedError
+
+
+class LLMNLI(_Cached):
+    """An LLM as NLI model: next-token probabilities of the words entailment / contradiction.
+
+    Args:
+        model: any handle (white-box: exact label-token probabilities; black-box: an approximation,
+            see :func:`trustlab.models.labels.label_logprobs`).
+        template: the prompt, with ``{premise}`` and ``{hypothesis}``.
+        max_chars: premises are cut to this many characters (default 1000).
+
+    Example:
+        >>> nli = LLMNLI(load_model())
+        >>> nli.entail([("The sky is blue.", "The sky has a colour.")])
+    """
+
+    def __init__(self, model: ModelHandle, template: str = NLI_TEMPLATE, max_chars: int = 1000):
+        super().__init__()
+        self.model = model
+        self.template = template
+        self.max_chars = max_chars
+        self.name = f"llm-nli:{model.name}"
+
+    def _score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        from trustlab.models.labels import label_logprobs
+
+        prompts = [self.template.format(premise=p[: self.max_chars], hypothesis=h) for p, h in pairs]
+        labels = {"entailment": ["entailment"], "neutral": ["neutral"], "contradiction": ["contradiction"]}
+        out = []
+        for d in label_logprobs(self.model, prompts, labels):
+            e, c = math.exp(d["entailment"]), math.exp(d["contradiction"])
+            out.append(e / (e + c) if e + c > 0 else 0.5)
+        return out
+
+
+class HFNLI(_Cached):
+    """A Hugging Face sequence-classification NLI model (e.g. a local bart-large-mnli or DeBERTa MNLI).
+
+    Args:
+        path: hub id or local folder (offline: a local folder).
+        batch_size: pairs per forward pass (default 16).
+        device: torch device (default ``"cpu"``).
+
+    Example:
+        >>> nli = HFNLI("/models/bart-large-mnli")
+    """
+
+    def __init__(self, path: str, batch_size: int = 16, device: str = "cpu"):
+        super().__init__()
+        transformers = require("transformers", "llm")
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        self.batch_size = batch_size
+        self.name = f"hf-nli:{path}"
+        labels = {int(i): str(v).lower() for i, v in self.model.config.id2label.items()}
+        try:
+            self.entail_id = next(i for i, v in labels.items() if v.startswith("entail"))
+            self.contra_id = next(i for i, v in labels.items() if v.startswith("contradict"))
+        except StopIteration:
+            raise ValueError(f"{path} is not an NLI classifier: its labels are {sorted(labels.values())}") from None
+
+    def _score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        import torch
+
+        out: list[float] = []
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start:start + self.batch_size]
+            enc = self.tokenizer([p for p, _ in chunk], [h for _, h in chunk], return_tensors="pt",
+                                 padding=True, truncation=True).to(self.model.device)
+            with torch.inference_mode():
+                logits = self.model(**enc).logits  # (B, n_labels)
+            two = logits[:, [self.contra_id, self.entail_id]].float().softmax(-1)  # (B, 2)
+            out += two[:, 1].tolist()
+        return out
+
+
+def load_nli(spec: Any, model: ModelHandle | None = None) -> EntailmentScorer:
+    """An entailment scorer from a spec: ``"llm"`` (LLM-as-NLI with ``model``), a path / hub id of an
+    NLI classifier, or an object that already has ``entail``."""
+    if hasattr(spec, "entail"):
+        return spec
+    if spec in (None, "llm"):
+        if model is None:
+            raise ValueError("LLM-as-NLI needs the model handle")
+        return LLMNLI(model)
+    return HFNLI(str(spec))
