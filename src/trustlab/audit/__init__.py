@@ -17,7 +17,10 @@ from trustlab.errors import CapabilityError, MissingExtraError
 from trustlab.report import RunFolder, Section
 
 # section name -> module with run(); order is the order in report.html
-SECTIONS: dict[str, str] = {}
+SECTIONS: dict[str, str] = {
+    "uncertainty": "trustlab.uncertainty.audit",
+    "jailbreak": "trustlab.safety.audit",
+}
 
 
 def run_audit(model: Any, out: str | Path, *, sections: list[str] | None = None, quick: bool = False,

@@ -117,7 +117,8 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
     Returns:
         ``{"arms": {arm: {...metrics}}, "rows": [...per prompt...]}``; each arm has ``asr_keyword``,
         ``benign_refusal_keyword`` (and ``_judge`` variants), ``calls_per_prompt`` and
-        ``seconds_per_prompt``.
+        ``seconds_per_prompt``; ``notes`` say what was changed for the backend (e.g. the likelihood
+        filter disabled on black-box models).
 
     Example:
         >>> res = evaluate_defenses(load_model(), attacks, benign)
@@ -130,6 +131,11 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
     from trustlab.safety.smoothllm import SmoothLLM
 
     keyword = KeywordRefusal()
+    notes = []
+    if not (model.capabilities.loglikelihood and getattr(model, "tokenizer", None) is not None):
+        gamma = -math.inf
+        notes.append(f"The {model.capabilities.backend!r} backend gives no prompt log-probabilities, so the "
+                     "likelihood filter is disabled (gamma = -inf) in both backtranslation arms.")
     defense = BacktranslationDefense(model, gamma=gamma, inferred_max_new_tokens=inferred_max_new_tokens)
     prompts = attacks + benign
     kinds = ["attack"] * len(attacks) + ["benign"] * len(benign)
@@ -166,4 +172,4 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
                 row[f"{arm}_output"] = arms[arm][i]["output"]
                 row[f"{arm}_decision"] = arms[arm][i].get("decision")
         rows_out.append(row)
-    return {"arms": summary, "rows": rows_out}
+    return {"arms": summary, "rows": rows_out, "gamma": gamma, "notes": notes}

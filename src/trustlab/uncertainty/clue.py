@@ -146,6 +146,7 @@ class CLUE:
         temperature: sampling temperature (default 1.0); top_p 1.0.
         max_new_tokens: tokens per output (default 64).
         extract_max_new_tokens: tokens per concept list (default 48).
+        max_concepts: concepts kept per extraction (default 12).
         pooler: ``"cosine"`` (embedding cosine >= threshold), ``"nli"`` (both-way entailment > 0.5)
             or ``"auto"`` (default: nli with a real NLI classifier, else cosine).
         threshold: cosine for merging (default 0.85).
@@ -162,7 +163,7 @@ class CLUE:
 
     def __init__(self, llm: ModelHandle, nli: Any = "llm", embedder: Any = None, extractor: ModelHandle | None = None,
                  *, n_samples: int = 5, temperature: float = 1.0, max_new_tokens: int = 64,
-                 extract_max_new_tokens: int = 48, pooler: str = "auto", threshold: float = 0.85,
+                 extract_max_new_tokens: int = 48, max_concepts: int = 12, pooler: str = "auto", threshold: float = 0.85,
                  tie_band: tuple[float, float] | None = None, agg: str = "max", seed: int | None = None):
         if agg not in ("max", "mean"):
             raise ValueError(f"agg must be 'max' or 'mean', got {agg!r}")
@@ -176,6 +177,7 @@ class CLUE:
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.extract_max_new_tokens = extract_max_new_tokens
+        self.max_concepts = max_concepts
         self.pooler = ("nli" if isinstance(self.nli, HFNLI) else "cosine") if pooler == "auto" else pooler
         self.threshold = threshold
         self.tie_band = tie_band
@@ -264,7 +266,7 @@ class CLUE:
         if todo:
             answers = self.extractor.generate([EXTRACTION_TEMPLATE.format(text=t.strip()) for t in todo],
                                               max_new_tokens=self.extract_max_new_tokens, temperature=0.0)
-            out.update({t: parse_concepts(a[0].text) for t, a in zip(todo, answers, strict=True)})
+            out.update({t: parse_concepts(a[0].text, self.max_concepts) for t, a in zip(todo, answers, strict=True)})
         return out
 
     def _pool(self, item: dict[str, Any], per_text: list[list[str]]):

@@ -1,0 +1,61 @@
+"""``trustlab uncertainty``: CLUE concept-level uncertainty of a model's answer to a question."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from trustlab.cli import main
+from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
+
+
+@main.command()
+@click.argument("questions", nargs=-1)
+@model_options
+@seed_option
+@out_option("runs/uncertainty")
+@click.option("--samples", "n_samples", type=int, default=5, show_default=True, help="sampled outputs N")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--nli", default="llm", show_default=True,
+              help="'llm' (the model reads entailment/contradiction label probabilities) or a path to an NLI classifier")
+@click.option("--pooler", type=click.Choice(["auto", "cosine", "nli"]), default="auto", show_default=True)
+@click.option("--tie-band", nargs=2, type=float, default=None, help="cosine range LOW HIGH sent to the NLI as tie-breaker")
+@click.option("--agg", type=click.Choice(["max", "mean"]), default="max", show_default=True)
+@click.option("--from-jsonl", "from_jsonl", type=click.Path(exists=True, path_type=Path), default=None,
+              help="post-hoc: score saved generations ({prompt, samples, answer} per line) instead of sampling")
+def uncertainty(questions: tuple[str, ...], model_spec: str, model_name: str | None, attn_implementation: str | None,
+                seed: int, out: Path, n_samples: int, temperature: float, max_new_tokens: int, nli: str, pooler: str,
+                tie_band: tuple[float, float] | None, agg: str, from_jsonl: Path | None) -> None:
+    """Print each concept of the answer(s) to QUESTIONS with its uncertainty U (higher = more uncertain)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from trustlab.report import RunFolder, Section
+    from trustlab.uncertainty import CLUE
+
+    if not questions and from_jsonl is None:
+        raise click.UsageError('give a question, e.g. trustlab uncertainty "Who founded Apple?", or --from-jsonl FILE')
+    model = load_from_options(model_spec, model_name, attn_implementation)
+    clue = CLUE(model, nli=nli, n_samples=n_samples, temperature=temperature, max_new_tokens=max_new_tokens,
+                pooler=pooler, tie_band=tuple(tie_band) if tie_band else None, agg=agg, seed=seed)
+    run = RunFolder(out, {"command": "uncertainty", "model": model.describe(), "questions": list(questions),
+                          "from_jsonl": str(from_jsonl) if from_jsonl else None, "n_samples": n_samples,
+                          "temperature": temperature, "nli": nli, "pooler": clue.pooler, "agg": agg, "seed": seed})
+    reports = clue.estimate_from_jsonl(str(from_jsonl)) if from_jsonl else clue.estimate_many(list(questions))
+    console = Console()
+    sections = []
+    for r in reports:
+        run.add_sample(r.to_dict())
+        table = Table(title=f"{r.prompt}\nanswer: {r.answer}" if r.answer is not None else r.prompt)
+        for col in ("concept", "U", "mean P(entail)", "in answer"):
+            table.add_column(col)
+        for row in r.table():
+            table.add_row(row["concept"], f"{row['U']:.3f}", f"{row['mean_entail']:.3f}", "yes" if row["in_answer"] else "")
+        console.print(table)
+        console.print(f"output score ({agg} U): {r.score:.3f}; bad extractions {r.bad_extractions}/{r.n_extractions}")
+        sections.append(Section(r.prompt or "generation", f"Answer: {r.answer}\n\nScore ({agg} U): {r.score:.4f}; "
+                                f"bad extractions {r.bad_extractions}/{r.n_extractions}.", r.table()))
+    run.write_results({"scores": [r.score for r in reports], "bad_extractions": sum(r.bad_extractions for r in reports)})
+    click.echo(f"report: {run.write_report('trustlab uncertainty (CLUE)', sections)}")

