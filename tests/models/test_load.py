@@ -85,3 +85,19 @@ def test_unreachable_endpoint_fails_after_bounded_retries():
 def test_bad_endpoint_url():
     with pytest.raises(ValueError, match="needs a URL starting with http"):
         load_model("openai:127.0.0.1:8080/v1")
+
+
+def test_wraps_a_peft_model(tiny, tokenizer):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(tiny.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    h = load_model(peft_model, tokenizer=tokenizer)
+    before = h.generate(["Hello"], max_new_tokens=4, logprobs=True)[0][0]
+    with torch.no_grad():  # move the adapter away from its zero init: answers must now change
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 5.0)
+    after = h.generate(["Hello"], max_new_tokens=4, logprobs=True)[0][0]
+    assert before.token_logprobs != after.token_logprobs
+    assert h.capabilities.gradients and h.attn_implementation == "eager"

@@ -205,8 +205,11 @@ class HFModel(ModelHandle):
         gc = self._hf_generation_config(cfg)
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
+        from trustlab.report.run import progress
+
         results: list[list[Generation]] = []
-        for start in range(0, len(fitted), self.batch_size):
+        starts = range(0, len(fitted), self.batch_size)
+        for start in progress(starts, f"generating ({len(fitted)} prompts)") if len(starts) > 1 else starts:
             chunk = fitted[start:start + self.batch_size]
             batch = self._pad_left([ids for ids, _ in chunk])
             with torch.inference_mode():
