@@ -1,0 +1,51 @@
+"""CLUE on the embedded SmolLM2 with MiniLM pooling (real models, slow), and the black-box label path."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.safety.fakes import ScriptedModel
+from trustlab.models.base import Capabilities, Generation
+from trustlab.models.labels import label_logprobs
+from trustlab.uncertainty import CLUE, LLMNLI
+
+
+class LoggedScript(ScriptedModel):
+    """Scripted answers whose first token has probability 0.8, as an OpenAI-style black box."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.capabilities = Capabilities(backend="scripted", logprobs=True, chat_template=True)
+
+    def _generate(self, prompts, cfg, chat_template):
+        return [[Generation(text=g.text, token_logprobs=[math.log(0.8)]) for g in row]
+                for row in super()._generate(prompts, cfg, chat_template)]
+
+
+def test_black_box_label_probabilities_from_generated_words():
+    model = LoggedScript(lambda p: "Entailment." if "sky" in p else "maybe")
+    labels = {"entailment": ["entailment"], "neutral": ["neutral"], "contradiction": ["contradiction"]}
+    hit, miss = label_logprobs(model, ["sky", "sea"], labels)
+    assert math.exp(hit["entailment"]) == pytest.approx(0.8) and math.exp(hit["neutral"]) == pytest.approx(0.1)
+    assert all(math.exp(v) == pytest.approx(1 / 3) for v in miss.values())
+
+
+@pytest.mark.slow
+def test_llm_nli_is_a_cached_probability(smollm):
+    nli = LLMNLI(smollm)
+    pairs = [("Paris is the capital of France.", "Paris is in France."), ("The sky is blue.", "The sky is green.")]
+    probs = nli.entail(pairs)
+    assert all(0 < p < 1 for p in probs)
+    assert nli.entail(pairs[::-1]) == probs[::-1] and len(nli._cache) == 2
+
+
+@pytest.mark.slow
+def test_clue_end_to_end_on_smollm(smollm):
+    clue = CLUE(smollm, n_samples=2, max_new_tokens=16, extract_max_new_tokens=16, max_concepts=4, seed=0)
+    report = clue.estimate("Answer in one sentence: what is the capital of Japan?")
+    assert len(report.samples) == 2 and report.n_extractions == 3
+    assert report.bad_extractions <= 3
+    assert all(c.uncertainty >= 0 and len(c.entailment) == 2 for c in report.concepts)
+    assert report.concepts == [] or math.isfinite(report.score)
