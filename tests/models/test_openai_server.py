@@ -59,7 +59,7 @@ def test_concurrent_requests_keep_order(remote):
 def test_killed_server_gives_a_clear_error(tmp_path):
     server = LlamaServer(log_dir=tmp_path)
     server.start()
-    m = load_model(f"openai:{server.base_url}", model_name="smollm2", max_retries=2, backoff=0.1, timeout=5)
+    m = load_model(f"openai:{server.base_url}", model_name="smollm2", max_retries=2, backoff=0.1, timeout=60)
     assert m.generate(["Hi"], max_new_tokens=2)[0][0].text is not None
     server.stop()
     t0 = time.monotonic()
