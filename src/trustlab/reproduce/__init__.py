@@ -13,6 +13,7 @@ from trustlab.report.schema import Claim
 REPRODUCTIONS: dict[str, str] = {
     "backtranslation": "trustlab.reproduce.backtranslation",
     "clue": "trustlab.reproduce.clue",
+    "context-awareness": "trustlab.reproduce.context_awareness",
     "lora-rite": "trustlab.reproduce.lora_rite",
 }
 

@@ -139,8 +139,9 @@ def lora_digits_run(base: nn.Sequential, data: dict[str, Any], optimizer: str, l
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        ratios = [layer.lora_A.norm() / layer.lora_B.norm().clamp_min(1e-300) for layer in (model[0], model[2])]
-        balance.append(float(torch.stack(ratios).log10().mean()))
+        with torch.no_grad():
+            ratios = [layer.lora_A.norm() / layer.lora_B.norm().clamp_min(1e-300) for layer in (model[0], model[2])]
+            balance.append(float(torch.stack(ratios).log10().mean()))
     with torch.no_grad():
         acc = {split: float((model(data[split][0]).argmax(-1) == data[split][1]).double().mean())
                for split in ("val", "test")}
