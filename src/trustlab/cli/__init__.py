@@ -31,7 +31,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from trustlab.cli import audit, eval, models, results, safety, uncertainty  # noqa: F401  (commands register on import)
+    from trustlab.cli import audit, context, eval, finetune, models, results, safety, uncertainty  # noqa: F401  (commands register on import)
 
 
 _register()

@@ -1,0 +1,38 @@
+"""``trustlab finetune`` end to end on a tiny random Llama with SmolLM2's tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from trustlab.cli import main
+
+pytest.importorskip("peft")
+
+
+def test_finetune_writes_run_folder_and_adapter(tmp_path, tokenizer, monkeypatch):
+    from tests.conftest import make_tiny
+
+    handle = make_tiny(tokenizer)
+    monkeypatch.setattr("trustlab.cli.finetune.load_from_options", lambda *a, **k: handle)
+    data = tmp_path / "train.jsonl"
+    rows = [{"prompt": f"What is {i}+1?", "response": str(i + 1)} for i in range(6)]
+    rows.append({"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}]})
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["finetune", str(data), "--optimizer", "lora-rite", "--steps", "3",
+                                    "--batch-size", "2", "--rank", "2", "--alpha", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 3 and results["final_loss"] is not None
+    for name in ("config.json", "samples.jsonl", "loss.png", "report.html", "adapter/adapter_config.json"):
+        assert (out / name).exists(), name
+
+
+def test_finetune_rejects_bad_jsonl(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"text": "no prompt"}))
+    res = CliRunner().invoke(main, ["finetune", str(data), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "expected" in res.output
