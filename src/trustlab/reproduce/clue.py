@@ -14,6 +14,7 @@ and CLUE ROC-AUC >= the best sequence-level baseline minus 0.02.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +74,27 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
              "temperature": 1.0, "max_new_tokens": max_new, "pooler": "cosine 0.85", "agg": "max",
              "max_concepts_per_output": 8, "seed": seed, "quick": quick}
     run_ = RunFolder(out, {"command": f"reproduce {METHOD}", **setup})
+    clock = [time.perf_counter()]
     sanity = nli_sanity(nli)
+    clock.append(time.perf_counter())
     prompts = [QA_PROMPT.format(question=q["question"]) for q in questions]
     greedy = model.generate(prompts, max_new_tokens=max_new, temperature=0.0, logprobs=True)
     sampled = model.generate(prompts, max_new_tokens=max_new, temperature=1.0, n=n_samples, seed=seed, logprobs=True)
     items = [SampleSet(p, g[0].text, [s.text for s in row], g[0].token_logprobs, [s.token_logprobs for s in row])
              for p, g, row in zip(prompts, greedy, sampled, strict=True)]
+    clock.append(time.perf_counter())
     correct = [is_correct(it.answer, q["gold"]) for it, q in zip(items, questions, strict=True)]
     clue = CLUE(model, nli=nli, embedder=encoder, n_samples=n_samples, max_new_tokens=max_new,
                 extract_max_new_tokens=32, max_concepts=8, seed=seed)
     reports = clue.estimate_from_samples_many([{"prompt": it.prompt, "answer": it.answer, "samples": it.samples}
                                                for it in items])
+    clock.append(time.perf_counter())
     scores = {"clue": [r.score for r in reports]}
     for est in (MaximumSequenceProbability(), PredictiveEntropy(), LexicalSimilarity(),
                 EmbeddingSemanticEntropy(encoder), SelfCheckNLI(nli)):
         scores[est.name] = est(items)
+    clock.append(time.perf_counter())
+    seconds = dict(zip(("nli_sanity", "generation", "clue", "baselines"), np.diff(clock).round(1).tolist(), strict=True))
     errors = [int(not c) for c in correct]
     table: dict[str, dict[str, Any]] = {}
     for name, vals in scores.items():
@@ -114,7 +121,7 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
     details = {"nli_sanity": sanity, "accuracy_greedy": float(np.mean(correct)), "n_wrong": int(sum(errors)),
                "metrics": table, "best_baseline": best, "bad_extractions": bad, "extractions": tried,
                "mean_concepts_per_question": float(np.mean([len(r.concepts) for r in reports])),
-               "examples": examples, "plot": plot.name, "setup": setup}
+               "examples": examples, "plot": plot.name, "seconds": seconds, "setup": setup}
     write_json(out / "details.json", details)
     run_.write_results(details)
     note = (f"Greedy accuracy {np.mean(correct):.2f} ({sum(errors)} wrong of {len(errors)}). CLUE ROC-AUC "
