@@ -18,6 +18,7 @@ from trustlab.report import RunFolder, Section
 
 # section name -> module with run(); order is the order in report.html
 SECTIONS: dict[str, str] = {
+    "context": "trustlab.context.audit",
     "uncertainty": "trustlab.uncertainty.audit",
     "jailbreak": "trustlab.safety.audit",
 }

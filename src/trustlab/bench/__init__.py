@@ -1,0 +1,1 @@
+"""Benchmark datasets and generators (offline-first; online loaders where a dataset is not packaged)."""
