@@ -21,6 +21,16 @@ Implementation choices (see the module spec for the method):
 - All ``r x r`` algebra runs in float64; tall ``rows x r`` products run in the parameter dtype
   (float32 for half-precision parameters).
 
+Usage with PEFT, the HF Trainer and accelerate (pairs are found by parameter name)::
+
+    model = peft.get_peft_model(base, peft.LoraConfig(r=16, target_modules=[...]))
+    opt = create_lora_rite_optimizer(model, lr=1e-3)       # or LoRARITE([LoRAPair(a, b), ...])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+    Trainer(model=model, args=TrainingArguments(..., max_grad_norm=0.0), optimizers=(opt, sched))
+    model, opt = accelerator.prepare(model, opt)           # DDP: every rank takes the same step
+
+``max_grad_norm=0`` follows the method's recipe: LoRA-RITE clips the unmagnified gradients itself.
+
 References:
     Jui-Nan Yen, Si Si, Zhao Meng, Felix Yu, Sai Surya Duvvuri, Inderjit S. Dhillon, Cho-Jui Hsieh,
     Sanjiv Kumar. "LoRA Done RITE: Robust Invariant Transformation Equilibration for LoRA
