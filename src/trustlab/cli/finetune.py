@@ -30,10 +30,15 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
 @click.option("--warmup-steps", type=int, default=0, show_default=True)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--loraplus-ratio", type=float, default=16.0, show_default=True, help="LoRA+ lr_B / lr_A")
+@click.option("--indicator", is_flag=True,
+              help="conditional fine-tuning: score each example's user-attention ratio with the model itself and "
+                   "append ' [IND]' (a new special token) to context-dependent user turns")
+@click.option("--tau", type=float, default=0.6, show_default=True, help="--indicator: score threshold")
+@click.option("--probe-layer", type=int, default=None, help="--indicator: attention layer (default: 2/3 depth)")
 def finetune(data: Path, model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int,
              out: Path, optimizer: str, lr: float, steps: int, batch_size: int, rank: int, alpha: int,
              target_modules: str, max_length: int, warmup_steps: int, weight_decay: float,
-             loraplus_ratio: float) -> None:
+             loraplus_ratio: float, indicator: bool, tau: float, probe_layer: int | None) -> None:
     """LoRA fine-tune a causal LM (default: the embedded SmolLM2) on DATA, a JSONL of chat examples.
 
     Each line is {"messages": [...]} (the last message is the assistant's target) or
@@ -46,10 +51,19 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
     cfg = SFTConfig(optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, rank=rank, alpha=alpha,
                     target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
                     max_length=max_length, warmup_steps=warmup_steps, weight_decay=weight_decay,
-                    loraplus_ratio=loraplus_ratio, seed=seed)
+                    loraplus_ratio=loraplus_ratio, seed=seed, extra_special_tokens=("[IND]",) if indicator else ())
     examples = read_examples(data)
     run = RunFolder(out, {"command": "finetune", "data": str(data), "model": model_spec, **asdict(cfg)})
     handle = load_from_options(model_spec, model_name, attn_implementation)
+    if indicator:
+        from trustlab.context.indicator import label_for_indicator
+        from trustlab.report import write_jsonl
+        from trustlab.train.sft import as_messages
+
+        convs, scores = label_for_indicator(handle, [as_messages(e) for e in examples], tau=tau, layer=probe_layer)
+        examples = [{"messages": c} for c in convs]
+        write_jsonl(out / "labelled.jsonl", [{"messages": c, "scores": s} for c, s in zip(convs, scores)])
+        click.echo(f"[IND] on {sum(any(x > tau for x in s) for s in scores)} of {len(scores)} examples (tau {tau})")
     t0 = time.perf_counter()
     model, log = lora_finetune(handle.model, handle.tokenizer, examples, cfg)
     seconds = time.perf_counter() - t0
