@@ -215,3 +215,39 @@ def load_qa(name: str, source: str | Path | None = None, *, split: str = "valida
     if not items:
         raise EmptyInputError(f"no answerable {name} items in {source}")
     return items[:limit]
+
+
+# ---------------------------------------------------------------------------------------- scorer data
+_PEOPLE = ("Captain Orrin", "Lady Veska", "Doctor Marlo", "Professor Tamsin", "Admiral Quell", "Sister Abena",
+           "Master Ilvo", "Judge Penhale")
+_ATTRIBUTES = (("favourite colour", ("teal", "amber", "crimson", "violet")),
+               ("home town", ("Kelmar", "Dunsby", "Varn", "Hollin")),
+               ("secret number", ("4471", "9023", "3318", "6650")),
+               ("pet's name", ("Biscuit", "Pepper", "Juniper", "Marlow")))
+
+
+def context_conversations(n: int, *, seed: int = 0, filler_sentences: int = 3) -> list[list[dict[str, str]]]:
+    """Context-dependent chats: a passage with an invented fact, a question on it, the answer from the passage.
+
+    Example:
+        >>> context_conversations(1)[0][1]["content"]  # e.g. 'The home town of Lady Veska is Varn.'
+    """
+    rng = random.Random(seed)
+    convs = []
+    for _ in range(n):
+        person, (attr, values) = rng.choice(_PEOPLE), rng.choice(_ATTRIBUTES)
+        fact = f"The {attr} of {person} is {rng.choice(values)}."
+        passage = _filler(rng, filler_sentences)
+        passage.insert(rng.randint(0, len(passage)), fact)
+        convs.append([{"role": "user", "content": f"{' '.join(passage)}\n\nWhat is the {attr} of {person}?"},
+                      {"role": "assistant", "content": fact}])
+    return convs
+
+
+def knowledge_conversations(n: int, *, seed: int = 0) -> list[list[dict[str, str]]]:
+    """Knowledge/instruction-only chats: reasoning-gym arithmetic and word tasks with their gold answers."""
+    rg = require("reasoning_gym", "llm", pip="pip install reasoning-gym==0.1.25")
+    tasks = [rg.create_dataset(name, size=n, seed=seed) for name in ("basic_arithmetic", "spell_backward")]
+    rows = [task[i] for i in range(n) for task in tasks][:n]
+    return [[{"role": "user", "content": r["question"]}, {"role": "assistant", "content": str(r["answer"])}]
+            for r in rows]

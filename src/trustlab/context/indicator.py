@@ -80,29 +80,37 @@ def score_conversations(convs: Sequence[Conversation], probe: Any, layer: int,
         >>> score_conversations([[{"role": "user", "content": "Doc... Q?"},
         ...                       {"role": "assistant", "content": "A"}]], load_model(), layer=20)
     """
+    return score_conversations_at(convs, probe, [layer], max_tokens)[layer]
+
+
+def score_conversations_at(convs: Sequence[Conversation], probe: Any, layers: Sequence[int],
+                           max_tokens: int = 2048) -> dict[int, list[list[float]]]:
+    """:func:`score_conversations` at several layers from one forward pass each: ``{layer: scores}``."""
     import torch
 
     probe.capabilities.require("attentions", method="the user-attention-ratio scorer")
-    name = _layer_module(probe, layer)
-    out: list[list[float]] = []
+    names = {layer: _layer_module(probe, layer) for layer in layers}
+    out: dict[int, list[list[float]]] = {layer: [] for layer in layers}
     for conv in progress(convs, "scoring conversations"):
         if not any(m["role"] == "assistant" for m in conv):
             raise TrustlabError("a conversation to score needs at least one assistant turn")
         rendered = render_with_spans(probe, conv, chat_template=True)
         ids = rendered.ids[:max_tokens]
-        seen: list[Any] = []
-        with probe.using_attn_implementation("eager"), probe.hooks(
-                {name: lambda m, a, o, seen=seen: seen.append(o[1][0].float())}), torch.inference_mode():
+        seen: dict[int, Any] = {}
+        hooks = {name: lambda m, a, o, layer=layer, seen=seen: seen.__setitem__(layer, o[1][0].float())
+                 for layer, name in names.items()}
+        with probe.using_attn_implementation("eager"), probe.hooks(hooks), torch.inference_mode():
             probe.model(input_ids=torch.tensor([ids], device=probe.device))
-        attn = seen[0]  # (H, T, T)
-        scores, user = [], []
-        for span in rendered.spans:
-            positions = [t for t in range(*span.tokens) if t < len(ids)]
-            if span.role == "user":
-                user += positions
-            elif span.role == "assistant" and positions:
-                scores.append(user_attention_ratio(attn, user, positions))
-        out.append(scores)
+        for layer in layers:
+            attn = seen[layer]  # (H, T, T)
+            scores, user = [], []
+            for span in rendered.spans:
+                positions = [t for t in range(*span.tokens) if t < len(ids)]
+                if span.role == "user":
+                    user += positions
+                elif span.role == "assistant" and positions:
+                    scores.append(user_attention_ratio(attn, user, positions))
+            out[layer].append(scores)
     return out
 
 
