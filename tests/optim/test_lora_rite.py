@@ -160,3 +160,11 @@ def test_hyperparameter_validation():
         LoRARITE(pairs, lr=-1.0)
     with pytest.raises(ValueError, match="betas"):
         LoRARITE(pairs, betas=(0.9, 1.0))
+
+
+def test_update_skipping_is_counted():
+    a, b = nn.Parameter(torch.randn(4, 32)), nn.Parameter(torch.zeros(16, 4))
+    opt = LoRARITE([(a, b)], lr=1e-2)
+    (100 * b @ a).sum().backward()  # a large summed loss: unmagnified RMS far above the threshold 1.0
+    opt.step()
+    assert opt.skipped_updates >= 1 and opt.skipped_steps == 0

@@ -146,7 +146,8 @@ class LoRARITE(torch.optim.Optimizer):
     ``delta_W`` is not (it is invariant).
 
     Non-finite gradients (NaN/inf in any pair or companion parameter): the whole step is skipped,
-    no parameter or state changes, and :attr:`skipped_steps` counts it. Rank-deficient factors use a
+    no parameter or state changes, and :attr:`skipped_steps` counts it; :attr:`skipped_updates` counts
+    the factor updates that ``update_skipping`` zeroed. Rank-deficient factors use a
     pseudo-inverse (directions outside the factor's range get no update from it). Pairs whose factors
     have no gradient are left alone and their step count does not advance.
 
@@ -160,7 +161,8 @@ class LoRARITE(torch.optim.Optimizer):
         eps: added after the square root of the second-moment eigenvalues.
         weight_decay: decoupled weight decay ``lr * wd * param`` (breaks invariance; the paper uses 0).
         clip_unmagnified_grad: global norm bound of all unmagnified gradients (0 = off).
-        update_skipping: zero a factor's unmagnified gradient when its RMS exceeds this (0 = off).
+        update_skipping: zero a factor's unmagnified gradient when its RMS exceeds this (0 = off). An
+            absolute threshold: it assumes a mean-reduced loss (a summed loss can skip every step).
         update_capping: divide the first moment by ``max(1, RMS / cap)`` before use (0 = off).
         apply_escape: add the escaped second-moment mass ``rho`` to the eigenvalues.
         balance_param: after each step rescale both factors to equal Frobenius norms (not in the paper).
@@ -168,7 +170,7 @@ class LoRARITE(torch.optim.Optimizer):
     Example:
         >>> a = torch.nn.Parameter(torch.randn(4, 32)); b = torch.nn.Parameter(torch.zeros(16, 4))
         >>> opt = LoRARITE([(a, b)], lr=1e-2)
-        >>> (b @ a).sum().backward(); opt.step(); opt.zero_grad()
+        >>> (b @ a).mean().backward(); opt.step(); opt.zero_grad()
         >>> bool(b.abs().sum() > 0), bool(opt.skipped_steps == 0)
         (True, True)
 
@@ -206,12 +208,18 @@ class LoRARITE(torch.optim.Optimizer):
         else:
             group["lora"] = False
         group.setdefault("skipped_steps", 0)
+        group.setdefault("skipped_updates", 0)
         super().add_param_group(group)
 
     @property
     def skipped_steps(self) -> int:
         """How many steps were skipped because a gradient was NaN or infinite."""
         return int(self.param_groups[0]["skipped_steps"]) if self.param_groups else 0
+
+    @property
+    def skipped_updates(self) -> int:
+        """How many factor updates ``update_skipping`` zeroed (all groups, all steps)."""
+        return sum(int(g["skipped_updates"]) for g in self.param_groups)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load state, keeping the saved dtypes (torch would cast the float64 ``r x r`` statistics)."""
@@ -260,6 +268,7 @@ class LoRARITE(torch.optim.Optimizer):
             return loss
         norm = torch.stack([s[1] for s in sumsq]).sum().sqrt() if sumsq else None
         for blk in plans:
+            blk.group["skipped_updates"] += int((blk.keep == 0).sum())
             blk.apply(norm)
         for g in self.param_groups:
             if not g["lora"]:
