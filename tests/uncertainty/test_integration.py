@@ -49,3 +49,14 @@ def test_clue_end_to_end_on_smollm(smollm):
     assert report.bad_extractions <= 3
     assert all(c.uncertainty >= 0 and len(c.entailment) == 2 for c in report.concepts)
     assert report.concepts == [] or math.isfinite(report.score)
+
+
+def test_white_box_labels_keep_prompt_order_across_length_sorted_batches(tiny):
+    labels = {"yes": ["yes"], "no": ["no"]}
+    prompts = ["a much longer prompt with many more words in it than the others", "short", "medium length one"]
+    tiny.batch_size = 2
+    batched = label_logprobs(tiny, prompts, labels)
+    for p, got in zip(prompts, batched, strict=True):
+        alone = label_logprobs(tiny, [p], labels)[0]
+        assert got == pytest.approx(alone, abs=1e-4)
+        assert math.exp(got["yes"]) + math.exp(got["no"]) == pytest.approx(1.0)

@@ -297,10 +297,13 @@ class HFModel(ModelHandle):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         grad: bool = False,
+        logits_to_keep: int = 0,
     ) -> tuple[Any, dict[str, Any]]:
         """One forward pass over a left-padded batch. Returns (model outputs, the batch).
 
         Attentions need eager attention (sdpa computes none); the model switches for this call only.
+        ``logits_to_keep=k`` computes logits for the last k positions only (0 = all): with
+        ``k=1`` a next-token read skips the (B, T, V) projection, the bulk of a short forward.
 
         Example:
             >>> out, batch = handle.forward(["Hi"], output_attentions=True)
@@ -315,7 +318,7 @@ class HFModel(ModelHandle):
         ctx = contextlib.nullcontext() if grad else torch.inference_mode()
         with self.using_attn_implementation(impl), ctx:
             out = self.model(**batch, output_attentions=output_attentions,
-                             output_hidden_states=output_hidden_states)
+                             output_hidden_states=output_hidden_states, logits_to_keep=logits_to_keep)
         return out, batch
 
     @contextlib.contextmanager

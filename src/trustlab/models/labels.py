@@ -76,14 +76,17 @@ def _white_box(model, prompts: list[Prompt], labels: Mapping[str, Sequence[str]]
     import torch
 
     ids = _first_token_ids(model.tokenizer, labels)
-    out: list[dict[str, float]] = []
+    out: dict[int, dict[str, float]] = {}
     step = max(1, int(getattr(model, "batch_size", 8)))
-    for start in range(0, len(prompts), step):
-        res, _ = model.forward(prompts[start:start + step], chat_template=chat_template)
+    # batch prompts of similar length together: less padding, same results
+    order = sorted(range(len(prompts)), key=lambda i: len(model.tokenize(prompts[i], chat_template)))
+    for start in range(0, len(order), step):
+        chunk = order[start:start + step]
+        res, _ = model.forward([prompts[i] for i in chunk], chat_template=chat_template, logits_to_keep=1)
         logp = torch.log_softmax(res.logits[:, -1].float(), dim=-1)  # (B, V): left padding, last = next
-        for row in logp:
-            out.append(_normalise({lab: torch.logsumexp(row[t], 0).item() for lab, t in ids.items()}))
-    return out
+        for i, row in zip(chunk, logp, strict=True):
+            out[i] = _normalise({lab: torch.logsumexp(row[t], 0).item() for lab, t in ids.items()})
+    return [out[i] for i in range(len(prompts))]
 
 
 def _black_box(model, prompts: list[Prompt], labels: Mapping[str, Sequence[str]],
