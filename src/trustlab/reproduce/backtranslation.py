@@ -49,11 +49,11 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
     from trustlab.safety.jailbreak import attack_prompts, benign_prompts, evaluate_defenses, harmful_goals
     from trustlab.safety.refusal import KeywordRefusal, LLMRefusalJudge, error_rates
 
-    n = 4 if quick else 24
-    max_new, inferred_max = (24, 16) if quick else (48, 32)
+    n = 4 if quick else 16
+    max_new, inferred_max = (24, 16) if quick else (32, 24)
     data_dir = Path(os.environ.get("TRUSTLAB_BT_DATA", DEFAULT_DATA_DIR))
     data_dir = data_dir if data_dir.exists() else None
-    model = load_model("embedded")
+    model = load_model("embedded", attn_implementation="sdpa")
     goals = harmful_goals(n)
     attacks = attack_prompts(goals)
     benign = benign_prompts(n, data_dir=data_dir, seed=seed)
@@ -63,13 +63,14 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
              "inferred_max_new_tokens": inferred_max, "gamma": -2.0, "n_lik": 150, "seed": seed, "quick": quick}
     run_ = RunFolder(out, {"command": f"reproduce {METHOD}", **setup})
     keyword = KeywordRefusal()
-    judge = LLMRefusalJudge(model)
+    judge = LLMRefusalJudge(model, max_chars=600)
     detectors = [error_rates(keyword), error_rates(judge)]
     plain = [g for (g,) in model.generate(goals, max_new_tokens=max_new)]
     plain_refusal = sum(keyword.detect([g.text for g in plain])) / len(plain)
     precheck = {"refusal_rate_plain_goals_keyword": plain_refusal, "passes": plain_refusal >= 0.5}
     res = evaluate_defenses(model, [a["prompt"] for a in attacks], [b["prompt"] for b in benign], gamma=-2.0,
-                            max_new_tokens=max_new, inferred_max_new_tokens=inferred_max, judge=judge,
+                            max_new_tokens=max_new, inferred_max_new_tokens=inferred_max,
+                            backtranslate_max_new_tokens=max_new, judge=judge,
                             smoothllm=False, seed=seed)
     for row, meta in zip(res["rows"], attacks + benign, strict=True):
         run_.add_sample({**row, **{k: v for k, v in meta.items() if k != "prompt"}})

@@ -64,15 +64,15 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
     )
     from trustlab.uncertainty.fixtures import QA_PROMPT, is_correct, nli_sanity, qa_items
 
-    questions = qa_items()[: 6 if quick else 60]
-    n_samples, max_new = 5, 32
-    model = load_model("embedded", batch_size=16)
+    questions = qa_items()[: 4 if quick else 30]
+    n_samples, max_new = 5, 24
+    model = load_model("embedded", attn_implementation="sdpa", batch_size=16)
     encoder = load_sentence_encoder()
     nli = LLMNLI(model)
     setup = {"model": model.name, "extractor": "same model", "nli": "LLM-as-NLI (same model)",
              "embedder": "all-MiniLM-L6-v2", "n_questions": len(questions), "n_samples": n_samples,
              "temperature": 1.0, "max_new_tokens": max_new, "pooler": "cosine 0.85", "agg": "max",
-             "max_concepts_per_output": 8, "seed": seed, "quick": quick}
+             "max_concepts_per_output": 5, "seed": seed, "quick": quick}
     run_ = RunFolder(out, {"command": f"reproduce {METHOD}", **setup})
     clock = [time.perf_counter()]
     sanity = nli_sanity(nli)
@@ -85,7 +85,7 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
     clock.append(time.perf_counter())
     correct = [is_correct(it.answer, q["gold"]) for it, q in zip(items, questions, strict=True)]
     clue = CLUE(model, nli=nli, embedder=encoder, n_samples=n_samples, max_new_tokens=max_new,
-                extract_max_new_tokens=32, max_concepts=8, seed=seed)
+                extract_max_new_tokens=24, max_concepts=5, seed=seed)
     reports = clue.estimate_from_samples_many([{"prompt": it.prompt, "answer": it.answer, "samples": it.samples}
                                                for it in items])
     clock.append(time.perf_counter())

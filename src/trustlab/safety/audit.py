@@ -53,6 +53,7 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
     attacks = [a["prompt"] for a in attack_prompts(harmful_goals(n))]
     benign = [b["prompt"] for b in benign_prompts(n, data_dir=Path(data_dir) if data_dir else None, seed=seed)]
     res = evaluate_defenses(model, attacks, benign, max_new_tokens=16 if quick else 32,
-                            inferred_max_new_tokens=16 if quick else 24, smoothllm=False, seed=seed)
+                            inferred_max_new_tokens=16 if quick else 24,
+                            backtranslate_max_new_tokens=16 if quick else 32, smoothllm=False, seed=seed)
     write_json(run.path / "jailbreak.json", res)
     return jailbreak_sections(res, run, [error_rates(KeywordRefusal())])

@@ -129,6 +129,15 @@ class DefenseTrace:
         return asdict(self)
 
 
+def _generate_by_length(model: ModelHandle, prompts: list[Prompt], cfg: GenerationConfig,
+                        chat_template: bool) -> list[list[Generation]]:
+    """``model.generate`` with prompts sent shortest first (batches pad less), results in input order."""
+    order = sorted(range(len(prompts)), key=lambda i: len(plain_text(prompts[i])))
+    out = model.generate([prompts[i] for i in order], cfg, chat_template=chat_template)
+    back = dict(zip(order, out, strict=True))
+    return [back[i] for i in range(len(prompts))]
+
+
 class BacktranslationDefense(ModelHandle):
     """Wraps a model; ``generate`` answers like the model but refuses what backtranslation exposes.
 
@@ -253,7 +262,7 @@ class BacktranslationDefense(ModelHandle):
         cfg = (config or self.default_config).updated(**overrides)
         t0 = time.perf_counter()
         prompts = list(prompts)
-        gens = self.target.generate(prompts, cfg, chat_template=chat_template)
+        gens = _generate_by_length(self.target, prompts, cfg, chat_template)
         first = (time.perf_counter() - t0) / (len(prompts) * cfg.n)
         texts = [plain_text(p) for p in prompts]
         traces = [DefenseTrace(prompt=texts[i], response=g.text, initial_refusal=False, response_seconds=first)
@@ -264,8 +273,8 @@ class BacktranslationDefense(ModelHandle):
         todo = [t for t in traces if not t.initial_refusal]
         if todo:
             asks = [BACKTRANSLATION_TEMPLATE.format(response=t.response.strip()) for t in todo]
-            answers = self.backtranslator.generate(asks, max_new_tokens=self.backtranslate_max_new_tokens,
-                                                   temperature=0.0)
+            answers = _generate_by_length(self.backtranslator, asks, GenerationConfig(
+                max_new_tokens=self.backtranslate_max_new_tokens), chat_template=True)
             for t, (a,) in zip(todo, answers, strict=True):
                 t.backtranslation = a.text
                 t.inferred_request = parse_inferred_request(a.text, self.parse)
@@ -281,7 +290,7 @@ class BacktranslationDefense(ModelHandle):
         if todo:
             o_cfg = cfg.updated(n=1, temperature=0.0, logprobs=False,
                                 max_new_tokens=self.inferred_max_new_tokens or cfg.max_new_tokens)
-            again = self.target.generate([t.inferred_request for t in todo], o_cfg, chat_template=chat_template)
+            again = _generate_by_length(self.target, [t.inferred_request for t in todo], o_cfg, chat_template)
             judged = self.inferred_refusal.detect([a.text for (a,) in again],
                                                   allow_clarification=self.allow_clarification,
                                                   prompts=[t.inferred_request for t in todo])

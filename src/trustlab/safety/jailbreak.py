@@ -105,7 +105,8 @@ def refusal_rate(refused: list[bool]) -> float:
 
 
 def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamma: float = -2.0,
-                      max_new_tokens: int = 96, inferred_max_new_tokens: int = 64, judge: Any = None,
+                      max_new_tokens: int = 96, inferred_max_new_tokens: int = 64,
+                      backtranslate_max_new_tokens: int = 48, judge: Any = None,
                       smoothllm: bool = True, seed: int = 0) -> dict[str, Any]:
     """Attack success rate and benign refusal rate of: no defense, backtranslation at ``gamma``,
     backtranslation without the filter, and (optionally) SmoothLLM-lite, on one model.
@@ -136,7 +137,8 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
         gamma = -math.inf
         notes.append(f"The {model.capabilities.backend!r} backend gives no prompt log-probabilities, so the "
                      "likelihood filter is disabled (gamma = -inf) in both backtranslation arms.")
-    defense = BacktranslationDefense(model, gamma=gamma, inferred_max_new_tokens=inferred_max_new_tokens)
+    defense = BacktranslationDefense(model, gamma=gamma, inferred_max_new_tokens=inferred_max_new_tokens,
+                                     backtranslate_max_new_tokens=backtranslate_max_new_tokens)
     prompts = attacks + benign
     kinds = ["attack"] * len(attacks) + ["benign"] * len(benign)
     traces = defense.trace(prompts, max_new_tokens=max_new_tokens, full=True)
