@@ -209,6 +209,7 @@ class LoRARITE(torch.optim.Optimizer):
             group["lora"] = False
         group.setdefault("skipped_steps", 0)
         group.setdefault("skipped_updates", 0)
+        self.__dict__.pop("_layout_cache", None)  # keyed by group identity: rebuild after any change
         super().add_param_group(group)
 
     @property
@@ -225,6 +226,7 @@ class LoRARITE(torch.optim.Optimizer):
         """Load state, keeping the saved dtypes (torch would cast the float64 ``r x r`` statistics)."""
         saved = state_dict["state"]
         super().load_state_dict(state_dict)
+        self.__dict__.pop("_layout_cache", None)
         params = [p for g in self.param_groups for p in g["params"]]
         for idx, st in saved.items():
             p = params[idx]
