@@ -235,5 +235,5 @@ def plot_niah(rows: Sequence[dict[str, Any]], title: str = "NIH recall error") -
         ax.set_title(cond, fontsize=9)
     axes[0][0].set_ylabel("context tokens")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="recall error")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=1.06)
     return fig
