@@ -165,7 +165,9 @@ def _llm(run: RunFolder, quick: bool, seed: int, lrs: dict[str, list[float]] | N
     claim = Claim(METHOD, "LoRA-RITE beats Adam on LLM LoRA fine-tuning (Gemma: +3.5 to +7 points)",
                   "held-out exact match at the best lr", best["lora-rite"]["exact_match"], best["adamw"]["exact_match"],
                   "AdamW", bool(best["lora-rite"]["exact_match"] >= best["adamw"]["exact_match"]), setup,
-                  note=f"LoRA+ (ratio 16): {best['loraplus']['exact_match']:.3f}; base model: {base_acc:.3f}")
+                  note=(f"LoRA+ (ratio 16): {best['loraplus']['exact_match']:.3f}; base model: {base_acc:.3f}. "
+                        f"Short horizon: {steps} steps of batch {LLM_BATCH} with {max(steps // 10, 1)} warm-up "
+                        "steps (the method's recipe warms up for 100 steps)."))
     return {"best": best, "rows": rows, "base_exact_match": base_acc}, claim
 
 
