@@ -28,7 +28,7 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
               show_default=True, help="comma-separated module names that get LoRA")
 @click.option("--max-length", type=int, default=256, show_default=True, help="tokens per example at most")
 @click.option("--warmup-steps", type=int, default=0, show_default=True,
-              help="linear warm-up steps (the LoRA-RITE recipe uses 100; it tames the B = 0 cold start)")
+              help="linear warm-up steps (the LoRA-RITE recipe uses 100)")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--loraplus-ratio", type=float, default=16.0, show_default=True, help="LoRA+ lr_B / lr_A")
 @click.option("--indicator", is_flag=True,
