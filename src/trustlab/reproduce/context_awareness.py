@@ -156,7 +156,10 @@ def _claims(out: Path, summary: dict[str, Any], mass: dict[str, float], scorer: 
               gap_ok, setup, higher_is_better=False,
               note=f"gap {gap:+.3f} (pass: >= +0.05); user attention mass {mass['template']:.3f} with template vs "
                    f"{mass['no_template']:.3f} without (pass: lower with template)"
-                   f"{'; uninformative: no-template error > 0.8' if uninformative else ''}. {qa_note}"),
+                   f"{'; uninformative: no-template error > 0.8' if uninformative else ''}. {qa_note} The mass "
+                   "comparison is partly structural: without a template nearly every prompt token is user content. "
+                   "No-template answers hinge on the answer cue (see details.json: no cue or '\\nAnswer:' without "
+                   "the trailing space gives recall error 1.0)."),
         Claim(METHOD, "Steering attention toward user tokens lowers the templated recall error",
               "NIH recall error (lower is better)", err["steered_0.9"], err["template"], "template, unsteered",
               steer >= 0.05, {**setup, "alpha": 0.9}, higher_is_better=False,
@@ -173,7 +176,8 @@ def _claims(out: Path, summary: dict[str, Any], mass: dict[str, float], scorer: 
         {**setup, "chats_per_group": size["scorer_chats"], "layers": list(size["scorer_layers"])},
         note=f"pass: AUROC >= 0.7. Mean score {at['mean_context']:.3f} (context) vs {at['mean_knowledge']:.3f} "
              "(knowledge); other layers: " + ", ".join(f"{k}: {v['auroc']:.3f}" for k, v in scorer.items()
-                                                        if k != layer) + "."))
+                                                        if k != layer) + ". The groups also differ in length and "
+             "format (passage + question vs a one-line task), which the score may partly pick up."))
     win = arms["ind"]["template+[IND]"] - arms["plain"]["template"]
     claims.append(Claim(
         METHOD, "Conditional fine-tuning with [IND] improves use of user context when [IND] is given",
@@ -184,6 +188,7 @@ def _claims(out: Path, summary: dict[str, Any], mass: dict[str, float], scorer: 
          "steps": size["sft_steps"],
          "tau": 0.6, "labelled": arms["labelled"], "chats": arms["chats"]},
         note=f"A pipeline check at toy scale (pass decided beforehand: +0.05). [IND] arm without the indicator: "
-             f"{arms['ind']['template']:.3f}; labelled {arms['labelled']} of {arms['chats']} chats."))
+             f"{arms['ind']['template']:.3f}; labelled {arms['labelled']} of {arms['chats']} chats; the untuned model: "
+             f"{qa['template']['follows_context']:.3f}."))
     write_summary(out, claims)
     return claims
