@@ -36,7 +36,7 @@ def _plot(run: RunFolder, table: dict[str, dict[str, float]]) -> Path:
     ax.axhline(0.5, color="gray", lw=0.8, ls="--")
     ax.set_ylim(0, 1)
     ax.set_ylabel("ROC-AUC (wrong answers)")
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=8, labelrotation=20)
     ax.set_title("CLUE vs sequence-level uncertainty, SmolLM2-135M, 95% bootstrap CI", fontsize=9)
     return run.save_plot(fig, "clue_rocauc")
 
