@@ -59,9 +59,11 @@ def test_concurrent_requests_keep_order(remote):
 def test_killed_server_gives_a_clear_error(tmp_path):
     server = LlamaServer(log_dir=tmp_path)
     server.start()
-    m = load_model(f"openai:{server.base_url}", model_name="smollm2", max_retries=2, backoff=0.1, timeout=60)
-    assert m.generate(["Hi"], max_new_tokens=2)[0][0].text is not None
-    server.stop()
+    try:
+        m = load_model(f"openai:{server.base_url}", model_name="smollm2", max_retries=2, backoff=0.1, timeout=60)
+        assert m.generate(["Hi"], max_new_tokens=2)[0][0].text is not None
+    finally:
+        server.stop()
     t0 = time.monotonic()
     with pytest.raises(EndpointError, match="after 3 attempts"):
         m.generate(["Hi"], max_new_tokens=2)
