@@ -27,7 +27,7 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--qa-limit", type=int, default=36, show_default=True, help="QA items at most")
 @click.option("--alpha", "alphas", default="0.9", show_default=True, help="steering strengths, comma-separated")
 @click.option("--indicator", is_flag=True, help="also run with ' [IND]' appended (models fine-tuned with it)")
-@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--max-new-tokens", type=int, default=32, show_default=True, help="NIH answer length (QA: 16)")
 def context(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
             lengths: str, depths: str, needles: int, qa: str, qa_source: str | None, qa_limit: int, alphas: str,
             indicator: bool, max_new_tokens: int) -> None:

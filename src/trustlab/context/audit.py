@@ -27,7 +27,7 @@ from trustlab.context.bench import (
 from trustlab.report import Section, write_json
 
 ALPHA = 0.9
-FULL = {"lengths": (250, 500, 1000, 2000), "depths": (0.0, 0.5, 1.0), "qa_items": 24, "new_tokens": 32,
+FULL = {"lengths": (250, 500, 1000), "depths": (0.0, 0.5, 1.0), "qa_items": 16, "new_tokens": 32,
         "mass_lengths": (500,)}
 QUICK = {"lengths": (200,), "depths": (0.5,), "qa_items": 2, "new_tokens": 8, "mass_lengths": (150,)}
 
@@ -54,7 +54,8 @@ def run(model: Any, run: Any, *, quick: bool = False, seed: int = 0) -> list[Sec
 
 def evaluate(model: Any, run: Any, *, lengths: Sequence[int], depths: Sequence[float], needles: int = 1,
              qa: Sequence[QAItem] = (), qa_task: str = "counterfactual", alphas: Sequence[float] = (ALPHA,),
-             indicator: str = "", new_tokens: int = 32, mass_lengths: Sequence[int] = ()) -> list[Section]:
+             indicator: str = "", new_tokens: int = 32, qa_new_tokens: int = 16,
+             mass_lengths: Sequence[int] = ()) -> list[Section]:
     """Run NIH + context QA under every condition into ``run`` (a RunFolder) and return report sections.
 
     Writes ``context.json`` (per-condition means, template gap, steering effect, attention mass), the NIH
@@ -68,17 +69,17 @@ def evaluate(model: Any, run: Any, *, lengths: Sequence[int], depths: Sequence[f
         qa_task: the QA items' task name in results.
         alphas: steering strengths (the first one is reported as the steering effect).
         indicator: e.g. ``" [IND]"`` to add the indicator conditions (for models trained with it).
-        new_tokens: greedy answer length.
+        new_tokens: greedy answer length for NIH; qa_new_tokens: for QA (short answers).
         mass_lengths: NIH context lengths at which to measure the user attention mass (empty: skip).
     """
     alphas = tuple(alphas)
     conds = _conditions(model, alphas, indicator)
     tokenizer = getattr(model, "tokenizer", None)  # black-box endpoints: QA only
-    probes = niah_probes(tokenizer, lengths, depths, NEEDLES[:needles]) if tokenizer is not None else []
-    probes += qa_probes(list(qa), qa_task)
+    grid = niah_probes(tokenizer, lengths, depths, NEEDLES[:needles]) if tokenizer is not None else []
     fast = model.using_attn_implementation("sdpa") if model.capabilities.attentions else contextlib.nullcontext()
     with fast:
-        rows = run_probes(model, probes, conds, run=run, max_new_tokens=new_tokens)
+        rows = run_probes(model, grid, conds, run=run, max_new_tokens=new_tokens)
+        rows += run_probes(model, qa_probes(list(qa), qa_task), conds, run=run, max_new_tokens=qa_new_tokens)
     summary = summarise(rows)
     niah, qa_sum = summary.get("niah", {}), summary.get(qa_task, {})
     result: dict[str, Any] = {"conditions": [c.name for c in conds], "summary": summary,
