@@ -43,6 +43,6 @@ def test_uncertainty_audit_section(tiny, tmp_path):
     from trustlab.uncertainty import audit
 
     sections = audit.run(tiny, RunFolder(tmp_path), quick=True, seed=0)
-    assert sections[0].title.startswith("Uncertainty") and len(sections[0].table) == 3
+    assert sections[0].title.startswith("Uncertainty") and len(sections[0].table) == 2
     assert json.loads((tmp_path / "uncertainty.json").read_text())["roc_auc"].keys() == {
         "clue", "lexical_similarity", "semantic_entropy"}

@@ -48,12 +48,12 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
     from trustlab.safety.jailbreak import attack_prompts, benign_prompts, evaluate_defenses, harmful_goals
     from trustlab.safety.refusal import KeywordRefusal, error_rates
 
-    n = 2 if quick else 4
+    n = 2 if quick else 3
     data_dir = os.environ.get("TRUSTLAB_BT_DATA")
     attacks = [a["prompt"] for a in attack_prompts(harmful_goals(n))]
     benign = [b["prompt"] for b in benign_prompts(n, data_dir=Path(data_dir) if data_dir else None, seed=seed)]
-    res = evaluate_defenses(model, attacks, benign, max_new_tokens=16 if quick else 32,
-                            inferred_max_new_tokens=16 if quick else 24,
-                            backtranslate_max_new_tokens=16 if quick else 32, smoothllm=False, seed=seed)
+    tokens = 16 if quick else 24
+    res = evaluate_defenses(model, attacks, benign, max_new_tokens=tokens, inferred_max_new_tokens=16,
+                            backtranslate_max_new_tokens=tokens, smoothllm=False, seed=seed)
     write_json(run.path / "jailbreak.json", res)
     return jailbreak_sections(res, run, [error_rates(KeywordRefusal())])

@@ -17,9 +17,9 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
     from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, LexicalSimilarity, SampleSet, roc_auc
     from trustlab.uncertainty.fixtures import QA_PROMPT, is_correct, qa_items
 
-    questions = qa_items()[: 3 if quick else 5]
-    n, max_new = (2, 16) if quick else (3, 24)
-    clue = CLUE(model, n_samples=n, max_new_tokens=max_new, extract_max_new_tokens=24, max_concepts=4, seed=seed)
+    questions = qa_items()[: 2 if quick else 3]
+    n, max_new = (2, 16) if quick else (3, 20)
+    clue = CLUE(model, n_samples=n, max_new_tokens=max_new, extract_max_new_tokens=20, max_concepts=3, seed=seed)
     prompts = [QA_PROMPT.format(question=q["question"]) for q in questions]
     greedy = model.generate(prompts, max_new_tokens=max_new, temperature=0.0)
     sampled = model.generate(prompts, max_new_tokens=max_new, temperature=1.0, n=n, seed=seed)
