@@ -15,6 +15,8 @@ PROMPTS = ["Hello there, how are you?", "A", "Write a poem about the sea and the
 def test_batched_greedy_equals_one_by_one(tiny):
     """Left padding must not change greedy answers: batch of 3 == three batches of 1."""
     batched = [s[0].text for s in tiny.generate(PROMPTS, max_new_tokens=8)]
+    tiny.batch_size = 2  # length-sorted batches of 2: answers must still come back in prompt order
+    assert [s[0].text for s in tiny.generate(PROMPTS, max_new_tokens=8)] == batched
     tiny.batch_size = 1
     single = [tiny.generate([p], max_new_tokens=8)[0][0].text for p in PROMPTS]
     assert batched == single

@@ -201,16 +201,19 @@ class HFModel(ModelHandle):
     def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat_template: bool) -> list[list[Generation]]:
         import torch
 
+        from trustlab.report.run import progress
+
         fitted = [self._fit(self.tokenize(p, chat_template), cfg, i) for i, p in enumerate(prompts)]
         gc = self._hf_generation_config(cfg)
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
-        from trustlab.report.run import progress
-
-        results: list[list[Generation]] = []
+        # Batch prompts of similar length together (less padding), answer in the caller's order.
+        order = sorted(range(len(fitted)), key=lambda i: len(fitted[i][0]))
+        results: list[list[Generation]] = [[] for _ in fitted]
         starts = range(0, len(fitted), self.batch_size)
         for start in progress(starts, f"generating ({len(fitted)} prompts)") if len(starts) > 1 else starts:
-            chunk = fitted[start:start + self.batch_size]
+            idx = order[start:start + self.batch_size]
+            chunk = [fitted[i] for i in idx]
             batch = self._pad_left([ids for ids, _ in chunk])
             with torch.inference_mode():
                 out = self.model.generate(**batch, generation_config=gc,
@@ -222,7 +225,7 @@ class HFModel(ModelHandle):
                     self._decode(new[b * k + j], out.logits, b * k + j, cfg, len(ids), dropped)
                     for j in range(k)
                 ]
-                results.append(samples if k == cfg.n else [samples[0]] * cfg.n)
+                results[idx[b]] = samples if k == cfg.n else [samples[0]] * cfg.n
         return results
 
     def _decode(self, row: Any, logits: Any, r: int, cfg: GenerationConfig, n_prompt: int,
