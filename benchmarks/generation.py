@@ -77,6 +77,7 @@ def bench_hf(batch: int, new_tokens: int, repeats: int) -> tuple[dict, dict]:
     ours_rate = n_raw / statistics.median(t_ours)
     raw_rate = n_raw / statistics.median(t_raw)
     details = {"batch": batch, "max_new_tokens": new_tokens, "repeats": repeats, "attn": "sdpa",
+               "torch_threads": torch.get_num_threads(),
                "generated_tokens": n_raw, "retokenised_tokens_ours": n_ours,
                "seconds_ours": t_ours, "seconds_raw": t_raw}
     return {"ours": ours_rate, "peer": raw_rate}, details
@@ -121,8 +122,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--requests", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (1 gives steadier numbers on a machine shared with other jobs)")
     ap.add_argument("--out", type=Path, default=Path("results/benchmarks/generation.json"))
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     hf, hf_details = bench_hf(args.batch, args.new_tokens, args.repeats)
     rec_hf = BenchmarkRecord(measure="batched generation throughput (tokens/s), HF backend, SmolLM2-135M",
