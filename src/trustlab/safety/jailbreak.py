@@ -89,7 +89,7 @@ def benign_prompts(n: int = 50, *, data_dir: str | os.PathLike | None = None, se
     try:
         import reasoning_gym
     except ImportError as exc:
-        raise MissingExtraError('benign prompts need reasoning-gym: pip install "trustlab[safety]"') from exc
+        raise MissingExtraError('benign prompts need reasoning-gym: pip install "trustlab[llm]"') from exc
     ds = reasoning_gym.create_dataset("gsm_symbolic", size=n - len(rows), seed=seed)
     rows += [{"source": "reasoning-gym:gsm_symbolic", "prompt": x["question"]} for x in ds]
     return rows
