@@ -144,3 +144,18 @@ def test_other_architectures(tokenizer, arch):
     h = make_tiny(tokenizer, arch=arch, head_dim=16)
     out = h.generate(PROMPTS[:2], max_new_tokens=4, logprobs=True)
     assert len(out) == 2 and out[0][0].token_logprobs
+
+
+def test_empty_answer_with_logprobs(tokenizer):
+    """A model whose first choice is EOS returns an empty answer with empty log-probs (no crash)."""
+    import torch
+
+    h = make_tiny(tokenizer)
+    eos_only = torch.zeros(len(tokenizer))
+    eos_only[tokenizer.eos_token_id] = 10.0
+    hook = h.model.lm_head.register_forward_hook(lambda m, i, o: o * 0 + eos_only)
+    try:
+        g = h.generate(["Hello"], max_new_tokens=4, logprobs=True)[0][0]
+    finally:
+        hook.remove()
+    assert g.text == "" and g.token_logprobs == [] and g.tokens == [] and g.finish_reason == "stop"

@@ -248,9 +248,12 @@ class HFModel(ModelHandle):
             ids = ids[:keep]
         gen = Generation(text=text, finish_reason=finish, prompt_tokens=n_prompt, truncated_tokens=dropped)
         if cfg.logprobs and logits is not None:
-            steps = torch.stack([step[r] for step in logits[: len(ids)]]).float()  # (T, V)
-            lp = torch.log_softmax(steps, dim=-1).gather(1, torch.tensor(ids).unsqueeze(1)).squeeze(1)
-            gen.token_logprobs = lp.tolist()
+            if ids:
+                steps = torch.stack([step[r] for step in logits[: len(ids)]]).float()  # (T, V)
+                lp = torch.log_softmax(steps, dim=-1).gather(1, torch.tensor(ids).unsqueeze(1)).squeeze(1)
+                gen.token_logprobs = lp.tolist()
+            else:  # EOS straight away: an empty answer has no token log-probs
+                gen.token_logprobs = []
             gen.tokens = [self.tokenizer.decode([t]) for t in ids]
             gen.token_ids = ids
         return gen
