@@ -48,11 +48,11 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
     from trustlab.safety.jailbreak import attack_prompts, benign_prompts, evaluate_defenses, harmful_goals
     from trustlab.safety.refusal import KeywordRefusal, error_rates
 
-    n = 2 if quick else 3
+    n = 2 if quick else 10
     data_dir = os.environ.get("TRUSTLAB_BT_DATA")
     attacks = [a["prompt"] for a in attack_prompts(harmful_goals(n))]
     benign = [b["prompt"] for b in benign_prompts(n, data_dir=Path(data_dir) if data_dir else None, seed=seed)]
-    tokens = 16 if quick else 24
+    tokens = 16 if quick else 32
     res = evaluate_defenses(model, attacks, benign, max_new_tokens=tokens, inferred_max_new_tokens=16,
                             backtranslate_max_new_tokens=tokens, smoothllm=False, seed=seed)
     write_json(run.path / "jailbreak.json", res)

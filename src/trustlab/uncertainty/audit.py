@@ -17,8 +17,9 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
     from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, LexicalSimilarity, SampleSet, roc_auc
     from trustlab.uncertainty.fixtures import QA_PROMPT, is_correct, qa_items
 
-    questions = qa_items()[::20][: 2 if quick else 3]  # a capital, an author, a chemical symbol
-    n, max_new = (2, 16) if quick else (3, 20)
+    # quick: a capital and an author; default: 12 questions spread over the fixture's topics
+    questions = qa_items()[::20][:2] if quick else qa_items()[::5][:12]
+    n, max_new = (2, 16) if quick else (5, 24)
     clue = CLUE(model, n_samples=n, max_new_tokens=max_new, extract_max_new_tokens=20, max_concepts=3, seed=seed)
     prompts = [QA_PROMPT.format(question=q["question"]) for q in questions]
     greedy = model.generate(prompts, max_new_tokens=max_new, temperature=0.0)
