@@ -14,11 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import accelerate  # noqa: F401  (the [test] extra installs it; a missing one must fail, not skip)
+import peft  # noqa: F401  (the [test] extra installs it; a missing one must fail, not skip)
 import torch
-
-pytest.importorskip("accelerate")
-pytest.importorskip("peft")
 
 
 def _free_port() -> int:

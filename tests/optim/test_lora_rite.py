@@ -48,7 +48,7 @@ def test_pairs_by_name_not_by_order():
 
 
 def test_peft_model_pairs_and_conv_layers():
-    peft = pytest.importorskip("peft")
+    import peft
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).double()
     model = peft.get_peft_model(net, peft.LoraConfig(r=2, target_modules=["0", "2"]))
     pairs, others = find_lora_pairs(model)

@@ -12,12 +12,11 @@ Matched settings: same init, same gradients, same options; the peer's ``eps_root
 from __future__ import annotations
 
 import pytest
+import pytorch_optimizer  # noqa: F401  (the [test] extra installs it; a missing one must fail, not skip)
 import torch
 
 from tests.optim.toys import LoRAMLP, flat, regression_data
 from trustlab.optim import LoRARITE
-
-pytest.importorskip("pytorch_optimizer")
 
 
 def _trajectory(kind: str, steps: int = 20, **kw) -> torch.Tensor:

@@ -63,7 +63,7 @@ def test_black_box_backend_gets_the_filter_disabled():
 
 @needs_garak
 def test_evaluate_defenses_on_a_tiny_random_model(tiny):
-    pytest.importorskip("reasoning_gym")
+    import reasoning_gym  # noqa: F401  (the [test] extra installs it; a missing one must fail, not skip)
     attacks = [a["prompt"][:200] for a in jb.attack_prompts(jb.harmful_goals(2))]
     benign = [b["prompt"] for b in jb.benign_prompts(2)]
     res = jb.evaluate_defenses(tiny, attacks, benign, max_new_tokens=4, inferred_max_new_tokens=4)

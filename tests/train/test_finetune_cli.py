@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
+import peft  # noqa: F401  (the [test] extra installs it; a missing one must fail, not skip)
 from click.testing import CliRunner
 
 from trustlab.cli import main
-
-pytest.importorskip("peft")
 
 
 def test_finetune_writes_run_folder_and_adapter(tmp_path, tokenizer, monkeypatch):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import peft  # noqa: F401  (the [test] extra installs it; a missing one must fail, not skip)
 import pytest
 import torch
 
 from trustlab.train import SFTConfig, lora_finetune, tokenize_example
-
-pytest.importorskip("peft")
 
 
 def tiny_llama(seed: int = 0):

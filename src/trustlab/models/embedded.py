@@ -188,7 +188,7 @@ def load_image_classifier():
     except ImportError as exc:
         raise MissingExtraError('efficientnet-lite-pytorch is not installed; install it with: '
                                 'pip install "trustlab[vision]"') from exc
-    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights)).eval()
+    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights)).eval()  # safe: torch Module.eval(), not Python eval
 
 
 def gguf_path() -> Path:

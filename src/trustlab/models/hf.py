@@ -88,7 +88,7 @@ class HFModel(ModelHandle):
         model = transformers.AutoModelForCausalLM.from_pretrained(
             str(path), gguf_file=gguf_file, dtype=torch_dtype, attn_implementation=attn_implementation, **kwargs
         )
-        model.to(device).eval()
+        model.to(device).eval()  # safe: torch Module.eval(), not Python eval
         return cls(model, tok, name=name or str(path))
 
     # ------------------------------------------------------------------ properties

@@ -114,7 +114,7 @@ def _indicator_arms(folder: RunFolder, chats: list, scores: list, size: dict[str
         cfg = SFTConfig(optimizer="adamw", lr=1e-3, steps=size["sft_steps"], batch_size=8, rank=16, alpha=16,
                         max_length=384, seed=seed, extra_special_tokens=extra)
         tuned, log = lora_finetune(base.model, base.tokenizer, [{"messages": c} for c in data], cfg)
-        handle = load_model(tuned.eval(), tokenizer=base.tokenizer)
+        handle = load_model(tuned.eval(), tokenizer=base.tokenizer)  # safe: torch Module.eval(), not Python eval
         conds = [Condition("template")] + ([Condition("template+[IND]", indicator=" [IND]")] if extra else [])
         rows = run_probes(handle, qa_probes(items, f"sft_{arm}"), conds, run=folder, max_new_tokens=16)
         out[arm] = {"loss_first_last": [log[0]["loss"], log[-1]["loss"]] if log else None,

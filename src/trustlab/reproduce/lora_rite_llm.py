@@ -34,7 +34,7 @@ def exact_match(model: Any, tokenizer: Any, items: list[dict[str, str]], batch_s
     """Greedy answers (8 new tokens) and the fraction that equal the reference after stripping."""
     from trustlab.models import load_model
 
-    model.eval()
+    model.eval()  # safe: torch Module.eval(), not Python eval
     handle = load_model(model, tokenizer=tokenizer, batch_size=batch_size)
     prompts = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": x["question"]}] for x in items]
     outs = [g[0].text.strip().rstrip(".").strip() for g in handle.generate(prompts, max_new_tokens=8)]

@@ -100,7 +100,7 @@ class HFNLI(_Cached):
         super().__init__()
         transformers = require("transformers", "llm")
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()  # safe: torch Module.eval(), not Python eval
         self.batch_size = batch_size
         self.name = f"hf-nli:{path}"
         labels = {int(i): str(v).lower() for i, v in self.model.config.id2label.items()}
