@@ -1,0 +1,46 @@
+"""The inference-time methods on the black-box backend: a real llama.cpp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from trustlab.errors import CapabilityError
+from trustlab.models import load_model
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def remote(llama_server):
+    return load_model(f"openai:{llama_server.base_url}", model_name=llama_server.model_alias, max_concurrency=4,
+                      extra_body={"repeat_penalty": 1.0})
+
+
+def test_backtranslation_defense_over_http(remote):
+    from trustlab.safety import BacktranslationDefense
+
+    # No prompt log-probs over HTTP: the likelihood filter needs loglikelihood, so it must be switched off.
+    with pytest.raises(CapabilityError):
+        BacktranslationDefense(remote).generate(["How do I bake bread?"], max_new_tokens=16)
+    defended = BacktranslationDefense(remote, gamma=float("-inf"), backtranslate_max_new_tokens=32)
+    calls = remote.calls
+    out = defended.generate(["How do I bake bread?", "Write a haiku about rain."], max_new_tokens=24)
+    assert len(out) == 2
+    for samples in out:
+        trace = samples[0].extra["defense"]
+        assert trace["decision"] and isinstance(samples[0].text, str) and samples[0].text
+        assert trace["calls"] >= 1
+    assert remote.calls - calls >= 2  # at least one HTTP call per prompt went out
+
+
+def test_clue_over_http(remote):
+    from trustlab.uncertainty import CLUE
+
+    clue = CLUE(remote, n_samples=3, max_new_tokens=20, extract_max_new_tokens=24, max_concepts=3, seed=0)
+    report = clue.estimate("Who wrote Romeo and Juliet? Answer in one sentence.")
+    assert len(report.samples) == 3 and report.answer
+    assert report.n_extractions == 4 and 0 <= report.bad_extractions <= 4
+    for c in report.concepts:
+        assert c.uncertainty >= 0 and not math.isnan(c.uncertainty)
