@@ -39,6 +39,15 @@ def test_trainer_runs_and_learns(optimizer):
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)
 
 
+def test_lora_dropout_reaches_the_adapter():
+    cfg = SFTConfig(optimizer="adamw", lr=1e-2, steps=2, batch_size=4, rank=4, alpha=8, dropout=0.05,
+                    target_modules=("q_proj", "v_proj"))
+    model, _ = lora_finetune(tiny_llama(), None, token_examples(8), cfg)
+    assert model.peft_config["default"].lora_dropout == 0.05
+    drops = [m for n, m in model.named_modules() if n.endswith("lora_dropout.default")]
+    assert drops and all(isinstance(m, torch.nn.Dropout) and m.p == 0.05 for m in drops)
+
+
 def test_extra_special_tokens_train_only_new_rows():
     from transformers import AutoTokenizer
 

@@ -24,6 +24,8 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--rank", type=int, default=16, show_default=True, help="LoRA rank")
 @click.option("--alpha", type=int, default=32, show_default=True, help="LoRA alpha (scale = alpha / rank)")
+@click.option("--lora-dropout", type=float, default=0.0, show_default=True,
+              help="LoRA dropout (the [IND] recipe uses 0.05; LoRA-RITE's uses 0)")
 @click.option("--target-modules", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
               show_default=True, help="comma-separated module names that get LoRA")
 @click.option("--max-length", type=int, default=256, show_default=True, help="tokens per example at most")
@@ -38,7 +40,7 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
 @click.option("--probe-layer", type=int, default=None, help="--indicator: attention layer (default: 2/3 depth)")
 def finetune(data: Path, model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int,
              out: Path, optimizer: str, lr: float, steps: int, batch_size: int, rank: int, alpha: int,
-             target_modules: str, max_length: int, warmup_steps: int, weight_decay: float,
+             lora_dropout: float, target_modules: str, max_length: int, warmup_steps: int, weight_decay: float,
              loraplus_ratio: float, indicator: bool, tau: float, probe_layer: int | None) -> None:
     """LoRA fine-tune a causal LM (default: the embedded SmolLM2) on DATA, a JSONL of chat examples.
 
@@ -50,7 +52,7 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
     from trustlab.train import SFTConfig, lora_finetune, read_examples
 
     cfg = SFTConfig(optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, rank=rank, alpha=alpha,
-                    target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
+                    dropout=lora_dropout, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
                     max_length=max_length, warmup_steps=warmup_steps, weight_decay=weight_decay,
                     loraplus_ratio=loraplus_ratio, seed=seed, extra_special_tokens=("[IND]",) if indicator else ())
     examples = read_examples(data)

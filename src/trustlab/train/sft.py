@@ -37,6 +37,7 @@ class SFTConfig:
         batch_size: examples per step.
         rank: LoRA rank ``r``; ``alpha`` is the LoRA scaling numerator (scale = alpha / r).
         alpha: LoRA alpha.
+        dropout: LoRA dropout (default 0.0, as in LoRA-RITE's recipe; the [IND] recipe uses 0.05).
         target_modules: module names that get LoRA (default: attention and MLP projections).
         max_length: examples are truncated to this many tokens.
         warmup_steps: linear warm-up steps, then constant lr.
@@ -55,6 +56,7 @@ class SFTConfig:
     batch_size: int = 8
     rank: int = 16
     alpha: int = 32
+    dropout: float = 0.0
     target_modules: tuple[str, ...] = DEFAULT_TARGETS
     max_length: int = 256
     warmup_steps: int = 0
@@ -136,7 +138,7 @@ def add_lora(model: Any, config: SFTConfig, tokenizer: Any = None) -> Any:
     if not targets:
         raise TrustlabError(f"none of the target modules {list(config.target_modules)} exist in the model")
     torch.manual_seed(config.seed)
-    lora = peft.LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=targets,
+    lora = peft.LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
                            task_type="CAUSAL_LM", **kwargs)
     return peft.get_peft_model(model, lora)
 
