@@ -61,6 +61,15 @@ def tiny(tokenizer):
     return make_tiny(tokenizer)
 
 
+@pytest.fixture
+def tiny_dir(tiny, tmp_path):
+    """The tiny random model saved as a local folder, for commands that take --model PATH."""
+    path = tmp_path / "tiny"
+    tiny.model.save_pretrained(path)
+    tiny.tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
     """A real llama.cpp OpenAI-compatible server on 127.0.0.1 serving the embedded SmolLM2 GGUF."""

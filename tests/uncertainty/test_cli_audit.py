@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from trustlab.cli import main
 from trustlab.report import RunFolder
-
-
-@pytest.fixture
-def tiny_dir(tiny, tmp_path):
-    path = tmp_path / "tiny"
-    tiny.model.save_pretrained(path)
-    tiny.tokenizer.save_pretrained(path)
-    return path
 
 
 def test_uncertainty_command_live_and_post_hoc(tiny_dir, tmp_path):
