@@ -59,6 +59,11 @@ class Capabilities:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def text_only(self) -> Capabilities:
+        """What a wrapper that only returns text (a defense, say) can promise: same backend, template and
+        context window; no logprobs, scores, attentions or gradients of its own."""
+        return Capabilities(backend=self.backend, chat_template=self.chat_template, max_context=self.max_context)
+
 
 @dataclass(frozen=True)
 class GenerationConfig:

@@ -117,6 +117,10 @@ def _file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _smollm2_cache() -> Path:
+    return cache_root() / "models" / f"smollm2-135m-instruct-q4_1-{_CACHE_VERSION}"
+
+
 def smollm2_dir() -> Path:
     """The dequantised SmolLM2 safetensors folder, converting from the GGUF on first use.
 
@@ -124,7 +128,7 @@ def smollm2_dir() -> Path:
     so an interrupted conversion never leaves a half-written cache.
     """
     gguf = SMOLLM2.path()
-    target = cache_root() / "models" / f"smollm2-135m-instruct-q4_1-{_CACHE_VERSION}"
+    target = _smollm2_cache()
     if (target / "config.json").exists():
         return target
     with _file_lock(target.with_suffix(".lock")):
@@ -202,7 +206,7 @@ def asset_status() -> list[dict[str, Any]]:
     for a in ASSETS:
         row = {"asset": a.name, "kind": a.kind, "installed": a.installed, "install": a.pip, "licence": a.licence}
         if a is SMOLLM2:
-            cached = cache_root() / "models" / f"smollm2-135m-instruct-q4_1-{_CACHE_VERSION}"
+            cached = _smollm2_cache()
             row["cache"] = str(cached) if (cached / "config.json").exists() else "not yet converted"
         rows.append(row)
     return rows

@@ -285,13 +285,11 @@ class HFModel(ModelHandle):
                 mask[i, : len(s)] = 1
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
             for i, (c, t) in enumerate(chunk):
-                pos = torch.arange(len(c) - 1, len(c) - 1 + len(t))
-                target = torch.tensor(t)
-                lp = logp[i, pos].gather(1, target.unsqueeze(1).to(logp.device)).sum().item()
-                greedy = bool((logp[i, pos].argmax(-1).cpu() == target).all())
-                out.append((lp, greedy))
+                cont = logits[i, len(c) - 1: len(c) - 1 + len(t)].float()  # (T_cont, V)
+                target = torch.tensor(t, device=cont.device)
+                lp = torch.log_softmax(cont, dim=-1).gather(1, target.unsqueeze(1)).sum().item()
+                out.append((lp, bool((cont.argmax(-1) == target).all())))
         return out
 
     # ------------------------------------------------------------------ white-box access

@@ -41,9 +41,12 @@ class Section:
     images: list[Path] = field(default_factory=list)
     anchor: str = ""
 
+    @property
+    def anchor_id(self) -> str:
+        return self.anchor or "".join(c if c.isalnum() else "-" for c in self.title.lower())
+
     def to_html(self) -> str:
-        anchor = self.anchor or "".join(c if c.isalnum() else "-" for c in self.title.lower())
-        parts = [f'<section id="{html.escape(anchor)}"><h2>{html.escape(self.title)}</h2>']
+        parts = [f'<section id="{html.escape(self.anchor_id)}"><h2>{html.escape(self.title)}</h2>']
         if self.text:
             parts += [f"<p>{html.escape(p)}</p>" for p in self.text.split("\n\n")]
         if self.table:
@@ -81,11 +84,7 @@ def render_html(title: str, sections: list[Section], meta: dict[str, Any] | None
         meta_html = '<p class="meta">' + " &middot; ".join(
             f"{html.escape(str(k))}: {html.escape(_fmt(v))}" for k, v in meta.items()
         ) + "</p>"
-    toc = "".join(
-        f'<li><a href="#{html.escape(s.anchor or "".join(c if c.isalnum() else "-" for c in s.title.lower()))}">'
-        f"{html.escape(s.title)}</a></li>"
-        for s in sections
-    )
+    toc = "".join(f'<li><a href="#{html.escape(s.anchor_id)}">{html.escape(s.title)}</a></li>' for s in sections)
     body = "\n".join(s.to_html() for s in sections)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from trustlab.errors import CapabilityError
-from trustlab.models.base import Capabilities, Generation, GenerationConfig, ModelHandle, Prompt, plain_text
+from trustlab.models.base import Generation, GenerationConfig, ModelHandle, Prompt, plain_text
 from trustlab.safety.refusal import KeywordRefusal, RefusalDetector
 
 REFUSAL_TEXT = "I'm sorry, but I cannot assist with that request."
@@ -201,9 +201,7 @@ class BacktranslationDefense(ModelHandle):
         self.refusal_text = refusal_text
         self.explain_scorer = self._make_scorer(explain_scorer)
         self.name = f"backtranslation({target.name})"
-        self.capabilities = Capabilities(backend=target.capabilities.backend,
-                                         chat_template=target.capabilities.chat_template,
-                                         max_context=target.capabilities.max_context)
+        self.capabilities = target.capabilities.text_only()
         self.default_config = target.default_config
 
     # ------------------------------------------------------------------ scorers

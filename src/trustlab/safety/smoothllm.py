@@ -15,7 +15,7 @@ import random
 import string
 import time
 
-from trustlab.models.base import Capabilities, Generation, GenerationConfig, ModelHandle, Prompt, as_messages
+from trustlab.models.base import Generation, GenerationConfig, ModelHandle, Prompt, as_messages
 from trustlab.safety.refusal import KeywordRefusal, RefusalDetector
 
 
@@ -62,9 +62,7 @@ class SmoothLLM(ModelHandle):
         self.refusal = refusal or KeywordRefusal()
         self.rng = random.Random(seed)
         self.name = f"smoothllm({target.name})"
-        self.capabilities = Capabilities(backend=target.capabilities.backend,
-                                         chat_template=target.capabilities.chat_template,
-                                         max_context=target.capabilities.max_context)
+        self.capabilities = target.capabilities.text_only()
         self.default_config = target.default_config
 
     def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat_template: bool) -> list[list[Generation]]:
