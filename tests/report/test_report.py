@@ -56,14 +56,46 @@ def test_run_folder_resume(tmp_path):
     assert cfg["seed"] == 0 and "machine" in cfg
 
 
+def _claim(**kw):
+    base = dict(method="m", claim="x beats y", metric="acc", ours=0.9, baseline=0.8, baseline_name="y",
+                reproduced=True, setup={"model": "tiny", "quick": False}, n=40, ci=[0.01, 0.2], valid_rate=0.95)
+    return Claim(**{**base, **kw})
+
+
 def test_summary_schema(tmp_path):
-    c = Claim(method="m", claim="x beats y", metric="acc", ours=0.9, baseline=0.8, baseline_name="y",
-              reproduced=True, setup={"n": 3})
-    write_summary(tmp_path, [c])
-    assert read_summary(tmp_path / "summary.json")[0]["ours"] == 0.9
+    write_summary(tmp_path, [_claim()])
+    got = read_summary(tmp_path / "summary.json")[0]
+    assert got["ours"] == 0.9 and got["n"] == 40 and got["ci"] == [0.01, 0.2] and got["verdict"] == "reproduced"
     (tmp_path / "summary.json").write_text(json.dumps({"method": "m", "reproduced": "yes"}))
     with pytest.raises(ValueError, match="lacks"):
         read_summary(tmp_path / "summary.json")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(n=None), "'n'"),
+    (dict(ci=[0.3, 0.1]), "lo <= hi"),
+    (dict(valid_rate=1.5), "valid_rate"),
+    (dict(setup={"model": "tiny"}), "quick"),
+    (dict(measurable=False), "not measurable cannot count as reproduced"),
+])
+def test_summary_refuses_claims_that_break_the_schema(tmp_path, bad, message):
+    with pytest.raises(ValueError, match=message):
+        write_summary(tmp_path, [_claim(**bad)])
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_not_measurable_is_its_own_verdict(tmp_path):
+    c = _claim(reproduced=False, measurable=False, valid_rate=0.2)
+    assert c.verdict == "not measurable" and _claim(reproduced=False).verdict == "not reproduced"
+    write_summary(tmp_path / "results" / "m", [c])
+    assert read_summary(tmp_path / "results" / "m" / "summary.json")[0]["verdict"] == "not measurable"
+
+
+def test_quick_summaries_never_land_under_results(tmp_path):
+    quick = _claim(setup={"model": "tiny", "quick": True})
+    with pytest.raises(ValueError, match="quick"):
+        write_summary(tmp_path / "results" / "m", [quick])
+    assert write_summary(tmp_path / "runs" / "reproduce" / "m", [quick]).exists()
 
 
 def test_benchmark_ratio_and_target(tmp_path):
@@ -80,18 +112,30 @@ def test_benchmark_ratio_and_target(tmp_path):
 
 def test_readme_table_only_shows_measured_claims(tmp_path):
     res = tmp_path / "results"
-    write_summary(res / "lora-rite", Claim(method="lora-rite", claim="c", metric="acc", ours=0.5, baseline=0.6,
-                                           baseline_name="Adam", reproduced=False))
+    write_summary(res / "lora-rite", [_claim(method="lora-rite", ours=0.5, baseline=0.6, baseline_name="Adam",
+                                             reproduced=False, n=30, ci=[-0.25, 0.05], valid_rate=None),
+                                      _claim(method="lora-rite", metric="em", reproduced=False, measurable=False,
+                                             valid_rate=0.3)])
     table = method_table(res)
-    assert "0/1 claims reproduced" in table and "✘ acc: 0.5 vs 0.6 (Adam)" in table
+    assert "0/2 claims reproduced, 1 not measurable" in table
+    assert "✘ acc: 0.5 vs 0.6 (Adam; n=30, Δ 95% CI [-0.25, 0.05])" in table
+    assert "⚠ not measurable: em: 0.9 vs 0.8 (y; n=40, Δ 95% CI [0.01, 0.2], valid 30%)" in table
     assert table.count("not yet implemented") == 13
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
-    assert update_readme(readme, res) and "0/1 claims" in readme.read_text()
+    assert update_readme(readme, res) and "0/2 claims" in readme.read_text()
     assert not update_readme(readme, res)
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         update_readme(readme, res)
+
+
+def test_readme_table_refuses_a_quick_summary(tmp_path):
+    folder = tmp_path / "results" / "clue"
+    folder.mkdir(parents=True)
+    write_json(folder / "summary.json", [_claim(method="clue", setup={"quick": True}).to_dict()])
+    with pytest.raises(ValueError, match="quick run"):
+        method_table(tmp_path / "results")
 
 
 def test_report_html_renders_in_chromium(tmp_path):

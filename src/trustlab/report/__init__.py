@@ -1,7 +1,8 @@
 """Run folders, results files, plots and HTML reports shared by every command."""
 
+from trustlab.report import stats
 from trustlab.report.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
-from trustlab.report.run import RunFolder, Section, plt, progress, render_html
+from trustlab.report.run import RunFolder, Section, config_hash, plt, progress, render_html
 from trustlab.report.schema import (
     BenchmarkRecord,
     Claim,
@@ -13,7 +14,7 @@ from trustlab.report.schema import (
 )
 
 __all__ = [
-    "BenchmarkRecord", "Claim", "RunFolder", "Section", "append_jsonl", "machine_info", "plt", "progress",
+    "BenchmarkRecord", "Claim", "RunFolder", "Section", "append_jsonl", "config_hash", "machine_info", "plt", "progress",
     "read_benchmark", "read_json", "read_jsonl", "read_summary", "render_html", "write_benchmark",
-    "write_json", "write_jsonl", "write_summary",
+    "stats", "write_json", "write_jsonl", "write_summary",
 ]

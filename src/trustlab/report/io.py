@@ -83,25 +83,70 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> Path:
     return atomic_write_text(path, "".join(dumps(r, indent=None) + "\n" for r in rows))
 
 
+def _repair_torn_tail(path: Path) -> int:
+    """Cut an unterminated last line (a row torn by a crash mid-append); returns the bytes removed.
+
+    A complete row always ends with a newline, so the bytes after the last newline are a partial row:
+    dropping them loses nothing that was ever fully written, and keeps the next append on its own line.
+    """
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        block = 1 << 16
+        pos = size
+        while pos > 0:  # find the last newline, reading backwards
+            start = max(0, pos - block)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            i = chunk.rfind(b"\n")
+            if i >= 0:
+                keep = start + i + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return size - keep
+
+
 def append_jsonl(path: str | os.PathLike, row: Any) -> None:
-    """Append one row (used for checkpoints: a crash loses at most the line being written)."""
+    """Append one row as one line and fsync it (the checkpoint of a resumable run).
+
+    A crash loses at most the row being written: a torn last line left by an earlier crash is cut before
+    this row is appended, so the file stays one valid row per line.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        _repair_torn_tail(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(dumps(row, indent=None) + "\n")
         f.flush()
+        os.fsync(f.fileno())
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file. A truncated last line (from a crash mid-append) is skipped."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
+    """Rows of a JSONL file.
+
+    A row counts once its newline is written: an unterminated last line (torn by a crash mid-append,
+    even mid-character) is skipped here and cut by the next :func:`append_jsonl`.
+
+    Raises:
+        ValueError: a complete line that is not JSON (the file was damaged some other way).
+    """
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    lines.pop()  # b"" after the final newline, or the torn row
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                return  # torn final line from an interrupted append
+            yield json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None

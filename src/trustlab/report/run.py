@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from trustlab.report.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl, write_json
+from trustlab.report.io import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    write_json,
+)
 from trustlab.report.schema import machine_info
 
 T = TypeVar("T")
@@ -93,39 +100,105 @@ def render_html(title: str, sections: list[Section], meta: dict[str, Any] | None
     )
 
 
+VOLATILE_KEYS = frozenset({"started", "machine", "config_hash", "resumed"})
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short stable hash of a run's configuration (timestamps and machine info left out)."""
+    import hashlib
+    import json
+
+    from trustlab.report.io import dumps
+
+    stable = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
+    text = json.dumps(json.loads(dumps(stable, indent=None)), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 class RunFolder:
-    """The folder a command writes into.
+    """The folder a command writes into, keyed by a hash of its configuration.
+
+    Reopening a folder with the same configuration resumes it: :meth:`done_keys` lists the items already
+    written, and :meth:`add_sample` never writes an id twice. Reopening it with another configuration
+    starts fresh: the old run's files move to ``.superseded/<old hash>/`` inside the folder (nothing is
+    deleted), so a folder never mixes the rows of two configurations. ``fresh=True`` starts fresh even with
+    the same configuration.
 
     Args:
         path: the folder (created if missing).
-        config: the run's configuration, written to ``config.json`` with machine info and a timestamp.
+        config: the run's configuration, written to ``config.json`` with its hash, machine info and a
+            timestamp.
+        fresh: start over even when the configuration matches.
+        key: the field that identifies a sample row (default ``"id"``).
 
     Example:
         >>> run = RunFolder("runs/demo", {"model": "embedded", "seed": 0})
-        >>> run.add_sample({"prompt": "hi", "answer": "hello"})
+        >>> if "q1" not in run.done_keys():
+        ...     run.add_sample({"id": "q1", "prompt": "hi", "answer": "hello"})
         >>> run.write_results({"accuracy": 1.0})
     """
 
-    def __init__(self, path: str | os.PathLike, config: dict[str, Any] | None = None):
+    def __init__(self, path: str | os.PathLike, config: dict[str, Any] | None = None, *, fresh: bool = False,
+                 key: str = "id"):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.config = dict(config or {})
-        write_json(self.path / "config.json", {**self.config, "machine": machine_info(),
+        self.key = key
+        self.hash = config_hash(self.config)
+        previous = self._previous_hash()
+        self.resumed = previous == self.hash and not fresh and self.samples_path.exists()
+        if previous is not None and not self.resumed:
+            self._supersede(previous)
+        self._keys: set[Any] = {row[key] for row in self.samples() if key in row}
+        write_json(self.path / "config.json", {**self.config, "config_hash": self.hash, "resumed": self.resumed,
+                                               "machine": machine_info(),
                                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    def _previous_hash(self) -> str | None:
+        cfg = self.path / "config.json"
+        if not cfg.exists():
+            return None
+        try:
+            old = read_json(cfg)
+        except ValueError:
+            return "unreadable"
+        return old.get("config_hash") or config_hash(old)
+
+    def _supersede(self, old_hash: str) -> None:
+        """Move the previous run's files out of the way (never delete them)."""
+        entries = [e for e in self.path.iterdir() if e.name != ".superseded"]
+        if not entries:
+            return
+        dest = self.path / ".superseded" / f"{old_hash}-{time.strftime('%Y%m%dT%H%M%S')}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for entry in entries:
+            os.replace(entry, dest / entry.name)
 
     @property
     def samples_path(self) -> Path:
         return self.path / "samples.jsonl"
 
-    def add_sample(self, row: dict[str, Any]) -> None:
-        """Append one per-item record; this is also the checkpoint a resumed run reads back."""
+    def add_sample(self, row: dict[str, Any]) -> bool:
+        """Append one per-item record (the checkpoint a resumed run reads back).
+
+        Returns:
+            False when a row with the same key was already written (it is not written again).
+        """
+        k = row.get(self.key)
+        if k is not None:
+            if k in self._keys:
+                return False
+            self._keys.add(k)
         append_jsonl(self.samples_path, row)
+        return True
 
     def samples(self) -> list[dict[str, Any]]:
         return list(read_jsonl(self.samples_path)) if self.samples_path.exists() else []
 
-    def done_keys(self, key: str = "id") -> set[Any]:
+    def done_keys(self, key: str | None = None) -> set[Any]:
         """Keys of the samples already written: skip these when resuming."""
+        if key is None or key == self.key:
+            return set(self._keys)
         return {row[key] for row in self.samples() if key in row}
 
     def write_results(self, results: dict[str, Any]) -> Path:

@@ -31,6 +31,19 @@ class Claim:
         setup: model, data, sizes, seeds: enough to re-run.
         higher_is_better: direction of ``metric`` (for readers and tables).
         note: a plain sentence on what the number means, especially when it did not reproduce.
+        n: the number of items behind the decision (prompts, probes, questions, test examples).
+        ci: the 95% interval of ``ours - baseline`` (:mod:`trustlab.report.stats`); None only where no
+            interval applies (e.g. a deterministic float64 check).
+        valid_rate: the share of model outputs that parsed into valid data (:mod:`trustlab.validity`);
+            None where nothing is parsed.
+        measurable: False when ``valid_rate`` or a pre-check fixed in the spec before the run is below its
+            threshold: the claim is then "not measurable" (never "not reproduced"), and ``reproduced`` is
+            False.
+
+    Example:
+        >>> Claim("clue", "CLUE beats MSP", "ROC-AUC", 0.7, 0.6, "msp", True, {"model": "m", "quick": False},
+        ...       n=30, ci=[0.02, 0.18], valid_rate=0.9).verdict
+        'reproduced'
     """
 
     method: str
@@ -43,9 +56,29 @@ class Claim:
     setup: dict[str, Any] = field(default_factory=dict)
     higher_is_better: bool = True
     note: str = ""
+    n: int | None = None
+    ci: list[float] | None = None
+    valid_rate: float | None = None
+    measurable: bool = True
+
+    @property
+    def verdict(self) -> str:
+        """``reproduced``, ``not reproduced`` or ``not measurable``."""
+        return verdict(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["ci"] is not None:
+            d["ci"] = [float(x) for x in d["ci"]]
+        d["verdict"] = verdict(d)
+        return d
+
+
+def verdict(claim: dict[str, Any]) -> str:
+    """The word a reader sees for a claim dict: ``not measurable`` wins over the number."""
+    if not claim.get("measurable", True):
+        return "not measurable"
+    return "reproduced" if claim["reproduced"] else "not reproduced"
 
 
 @dataclass
@@ -113,27 +146,64 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+CLAIM_FIELDS = frozenset({"method", "claim", "metric", "ours", "baseline", "baseline_name", "reproduced", "setup",
+                          "n", "ci", "valid_rate", "measurable"})
+
+
 def _validate_claim(d: dict[str, Any]) -> dict[str, Any]:
-    missing = {"method", "claim", "metric", "ours", "baseline", "baseline_name", "reproduced", "setup"} - set(d)
+    """Check one claim dict against the schema of CONVENTIONS.md; raise ValueError naming what is wrong."""
+    where = f"claim {d.get('metric', d.get('claim', '?'))!r} of {d.get('method', '?')!r}"
+    missing = CLAIM_FIELDS - set(d)
     if missing:
-        raise ValueError(f"summary entry lacks {sorted(missing)}: {d}")
-    if not isinstance(d["reproduced"], bool):
-        raise ValueError(f"'reproduced' must be true or false, got {d['reproduced']!r}")
+        raise ValueError(f"{where} lacks {sorted(missing)}")
+    if not isinstance(d["reproduced"], bool) or not isinstance(d["measurable"], bool):
+        raise ValueError(f"{where}: 'reproduced' and 'measurable' must be true or false")
+    if d["reproduced"] and not d["measurable"]:
+        raise ValueError(f"{where}: a claim that is not measurable cannot count as reproduced")
+    if not isinstance(d["n"], int) or isinstance(d["n"], bool) or d["n"] < 0:
+        raise ValueError(f"{where}: 'n' (items behind the decision) must be a count, got {d['n']!r}")
+    ci = d["ci"]
+    if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and ci[0] <= ci[1]):
+        raise ValueError(f"{where}: 'ci' must be [lo, hi] with lo <= hi, or null; got {ci!r}")
+    vr = d["valid_rate"]
+    if vr is not None and not (isinstance(vr, (int, float)) and 0.0 <= vr <= 1.0):
+        raise ValueError(f"{where}: 'valid_rate' must lie in [0, 1] or be null; got {vr!r}")
+    if not isinstance(d["setup"], dict) or not isinstance(d["setup"].get("quick"), bool):
+        raise ValueError(f"{where}: 'setup' must record 'quick': true|false")
     return d
 
 
+def _under_results(folder: Path) -> bool:
+    return "results" in folder.resolve().parts
+
+
 def write_summary(folder: str | os.PathLike, claims: Claim | list[Claim]) -> Path:
-    """Write ``summary.json`` for a method (one claim or a list)."""
+    """Write ``summary.json`` for a method (one claim or a list), validated against the schema.
+
+    Raises:
+        ValueError: a claim breaks the schema, or a quick run's claims would land under ``results/``
+            (quick runs are smoke tests: they write under ``runs/``).
+    """
     items = claims if isinstance(claims, list) else [claims]
     data = [_validate_claim(c.to_dict()) for c in items]
-    return write_json(Path(folder) / "summary.json", data if isinstance(claims, list) else data[0])
+    folder = Path(folder)
+    if any(d["setup"]["quick"] for d in data) and _under_results(folder):
+        raise ValueError(f"refusing to write a quick run's summary into {folder}: quick runs are not the "
+                         "committed numbers; write them under runs/")
+    return write_json(folder / "summary.json", data if isinstance(claims, list) else data[0])
 
 
 def read_summary(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Claims of a ``summary.json`` as a list (validated)."""
     data = read_json(path)
     items = data if isinstance(data, list) else [data]
-    return [_validate_claim(d) for d in items]
+    out = []
+    for d in items:
+        try:
+            out.append(_validate_claim(d))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    return out
 
 
 def write_benchmark(path: str | os.PathLike, records: BenchmarkRecord | list[BenchmarkRecord]) -> Path:

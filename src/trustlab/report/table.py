@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trustlab.methods import METHODS
 from trustlab.report.io import atomic_write_text
-from trustlab.report.schema import read_benchmark, read_summary
+from trustlab.report.schema import read_benchmark, read_summary, verdict
 
 START, END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
 
@@ -17,24 +17,42 @@ def _num(v: object) -> str:
     return f"{v:.3g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
+_MARK = {"reproduced": "✔", "not reproduced": "✘", "not measurable": "⚠ not measurable:"}
+
+
+def _claim_cell(c: dict) -> str:
+    """One claim: verdict mark, numbers, n, the interval of ours - baseline, and the valid-output share."""
+    facts = [f"n={c['n']}"]
+    if c["ci"] is not None:
+        facts.append(f"Δ 95% CI [{_num(c['ci'][0])}, {_num(c['ci'][1])}]")
+    if c["valid_rate"] is not None:
+        facts.append(f"valid {c['valid_rate']:.0%}")
+    return (f"{_MARK[verdict(c)]} {c['metric']}: {_num(c['ours'])} vs {_num(c['baseline'])} "
+            f"({c['baseline_name']}; {', '.join(facts)})")
+
+
 def method_table(results_dir: str | os.PathLike = "results") -> str:
-    """Markdown table: one row per method with its status and its checked claims."""
+    """Markdown table: one row per method with its status and its checked claims.
+
+    Raises:
+        ValueError: a summary comes from a quick run (a smoke test is never shown as a result).
+    """
     results_dir = Path(results_dir)
-    rows = ["| Method | Area | Status | Checked claims (ours vs baseline) |", "|---|---|---|---|"]
+    rows = ["| Method | Area | Status | Checked claims (ours vs baseline; n, 95% interval of the difference, "
+            "valid model outputs) |", "|---|---|---|---|"]
     for m in METHODS:
         path = results_dir / m.id / "summary.json"
         if not path.exists():
             rows.append(f"| {m.title} | {m.area} | not yet implemented | - |")
             continue
         claims = read_summary(path)
-        n_ok = sum(c["reproduced"] for c in claims)
-        status = f"{n_ok}/{len(claims)} claims reproduced"
-        cells = "; ".join(
-            f"{'✔' if c['reproduced'] else '✘'} {c['metric']}: {_num(c['ours'])} vs {_num(c['baseline'])} "
-            f"({c['baseline_name']})"
-            for c in claims
-        )
-        rows.append(f"| {m.title} | {m.area} | {status} | {cells} |")
+        if any(c["setup"]["quick"] for c in claims):
+            raise ValueError(f"{path} comes from a quick run; re-run `trustlab reproduce {m.id}` without --quick")
+        verdicts = [verdict(c) for c in claims]
+        status = f"{verdicts.count('reproduced')}/{len(claims)} claims reproduced"
+        if "not measurable" in verdicts:
+            status += f", {verdicts.count('not measurable')} not measurable"
+        rows.append(f"| {m.title} | {m.area} | {status} | {'; '.join(_claim_cell(c) for c in claims)} |")
     return "\n".join(rows)
 
 
