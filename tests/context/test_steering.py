@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import warnings
+
 import pytest
 import torch
 from transformers.modeling_utils import AttentionInterface
 
 from tests.conftest import make_tiny
+from trustlab._compat import check_transformers, incompatible, transformers_in, transformers_version
 from trustlab.context.spans import render_with_spans
 from trustlab.context.steering import _IMPL, UserSteering
 from trustlab.errors import CapabilityError, TrustlabError
@@ -131,6 +135,53 @@ def test_kv_cache_decode_equals_full_recompute(tokenizer, attn):
             full = model.model(input_ids=out.sequences, attention_mask=mask, use_cache=False).logits
     for t in range(steps):
         torch.testing.assert_close(out.logits[t], full[:, width - 1 + t], rtol=0, atol=1e-4)
+
+
+def test_manual_decode_loop_with_only_the_cache_keyword(tiny):
+    """No attention mask, no position ids: decode steps are placed by the cache passed under the keyword the
+    installed transformers declares (``past_key_values`` up to 5.23, ``cache`` from 5.24)."""
+    name = "cache" if "cache" in inspect.signature(tiny.model.forward).parameters else "past_key_values"
+    with UserSteering(tiny, alpha=0.3), torch.inference_mode():
+        ids = tiny.tokenize(CHAT)
+        out = tiny.model(input_ids=torch.tensor([ids]), use_cache=True)
+        seq, steps = list(ids), []
+        for _ in range(3):
+            seq.append(int(out.logits[0, -1].argmax()))
+            out = tiny.model(input_ids=torch.tensor([seq[-1:]]), use_cache=True, **{name: out[name]})
+            steps.append(out.logits[0, -1])
+        full = tiny.model(input_ids=torch.tensor([seq]), use_cache=False).logits[0]
+    for t, logits in enumerate(steps):
+        torch.testing.assert_close(logits, full[len(ids) + t], rtol=0, atol=1e-4)
+
+
+def test_a_broken_assumption_is_a_capability_error_naming_the_version(tiny):
+    """A decode step that does not continue where steering's own count is, or a mask of an unexpected shape,
+    is refused with the installed and the tested transformers versions, never an IndexError."""
+    with UserSteering(tiny, alpha=0.5), torch.inference_mode():
+        ids = torch.tensor([tiny.tokenize(CHAT)])
+        tiny.model(input_ids=ids, use_cache=False)
+        wider = torch.ones(1, ids.shape[1] + 5, dtype=torch.long)  # claims 4 more cached positions than seen
+        with pytest.raises(CapabilityError, match=rf"continues after {ids.shape[1] + 4}.*transformers "
+                                                  rf"{transformers_version()} is installed.*tested with"):
+            tiny.model(input_ids=ids[:, -1:], attention_mask=wider)
+        with pytest.raises(CapabilityError, match="padding mask"):
+            tiny.model(input_ids=ids, attention_mask=torch.ones(1, 1, ids.shape[1], ids.shape[1]))
+
+
+def test_version_helpers():
+    assert transformers_in(">=5.23,<5.25", installed="5.24.0")
+    assert not transformers_in(">=5.23,<5.25", installed="5.25.0.dev0")
+    assert not transformers_in(">=5.23", installed="not-a-version")
+    assert transformers_in()  # this environment runs a tested release
+    err = incompatible("feature x", "the mask is 3D", tested=">=1,<2")
+    assert isinstance(err, CapabilityError)
+    assert f"transformers {transformers_version()} is installed" in str(err) and ">=1,<2" in str(err)
+    with pytest.warns(RuntimeWarning, match="tested with transformers <1"):
+        check_transformers("feature y", tested="<1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_transformers("feature y", tested="<1")  # once per feature
+        check_transformers("feature z")
 
 
 def test_steering_changes_generation_through_the_handle(tiny):

@@ -26,10 +26,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trustlab._compat import check_transformers, incompatible
 from trustlab.context.spans import render_with_spans
 from trustlab.errors import CapabilityError, TrustlabError
 
 _IMPL = "trustlab_user_steering"
+_FEATURE = "attention steering"
 _SUPPORTED = ("eager", "sdpa")
 _active_count = 0  # steerings in progress; the attention function stays registered only while one is
 
@@ -51,17 +53,29 @@ class _SteeredConfig:
         return getattr(self.base, name)
 
 
-def _inner_attention(module: Any, impl: str) -> Any:
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+def _attention_interface() -> tuple[Any, Any]:
+    """transformers' ``AttentionInterface`` class and its ``ALL_ATTENTION_FUNCTIONS`` registry."""
+    try:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+    except ImportError as exc:
+        raise incompatible(_FEATURE, "transformers.modeling_utils has no AttentionInterface") from exc
+    if not isinstance(getattr(AttentionInterface, "_global_mapping", None), dict):
+        raise incompatible(_FEATURE, "AttentionInterface keeps no _global_mapping registry")
+    return AttentionInterface, ALL_ATTENTION_FUNCTIONS
 
+
+def _inner_attention(module: Any, impl: str) -> Any:
     if impl == "eager":  # each architecture has its own eager kernel (softcapping, scaling ...)
         fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
         if fn is None:
-            raise CapabilityError(f"{type(module).__name__} has no eager_attention_forward to steer")
+            raise incompatible(_FEATURE, f"{type(module).__module__} has no eager_attention_forward to steer")
         return fn
     if impl not in _SUPPORTED:
         raise CapabilityError(f"attention steering supports {_SUPPORTED}, not {impl!r}")
-    return ALL_ATTENTION_FUNCTIONS[impl]
+    functions = _attention_interface()[1]
+    if impl not in functions:
+        raise incompatible(_FEATURE, f"ALL_ATTENTION_FUNCTIONS has no {impl!r} kernel")
+    return functions[impl]
 
 
 def _steered_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
@@ -72,12 +86,10 @@ def _steered_attention(module: Any, query: Any, key: Any, value: Any, attention_
 
 
 def _unregister() -> None:
-    from transformers.modeling_utils import AttentionInterface
-
     global _active_count
     _active_count -= 1
     if _active_count == 0:
-        AttentionInterface._global_mapping.pop(_IMPL, None)
+        _attention_interface()[0]._global_mapping.pop(_IMPL, None)
 
 
 def _additive(mask: Any, q: int, k: int, like: Any) -> Any:
@@ -91,6 +103,30 @@ def _additive(mask: Any, q: int, k: int, like: Any) -> Any:
     if mask.dtype == torch.bool:
         return torch.where(mask, 0.0, neg).to(like.dtype)[..., :k]
     return mask[..., :k]
+
+
+def _past_length(ids: Any, kwargs: dict[str, Any]) -> int:
+    """Positions before this call's ``input_ids`` (0 for a prompt, > 0 for a decode step).
+
+    Read from the call's arguments, in this order: the 2D padding mask ``generate`` extends by one column
+    per step (its width is past + new), the position ids, and only then the cache object (under ``cache``
+    from transformers 5.24, ``past_key_values`` before).
+    """
+    mask = kwargs.get("attention_mask")
+    if mask is not None:
+        if mask.dim() != 2 or mask.shape[0] != ids.shape[0] or mask.shape[1] < ids.shape[1]:
+            raise incompatible(_FEATURE, f"expected a (batch, positions) padding mask covering input_ids "
+                                         f"{tuple(ids.shape)}, got attention_mask {tuple(mask.shape)}")
+        return int(mask.shape[1] - ids.shape[1])
+    positions = kwargs.get("position_ids")
+    if positions is not None:
+        return int(positions[..., 0].min())
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    if cache is None:
+        return 0
+    if not callable(getattr(cache, "get_seq_length", None)):
+        raise incompatible(_FEATURE, f"the cache ({type(cache).__name__}) has no get_seq_length()")
+    return int(cache.get_seq_length())
 
 
 class UserSteering:
@@ -151,15 +187,15 @@ class UserSteering:
 
     # ------------------------------------------------------------------ install / remove
     def __enter__(self) -> UserSteering:
-        from transformers.modeling_utils import AttentionInterface
-
+        check_transformers(_FEATURE)
+        interface = _attention_interface()[0]
         impl = self.handle.attn_implementation
         if impl not in _SUPPORTED:
             raise CapabilityError(f"attention steering supports {_SUPPORTED}; the model uses {impl!r}")
         if any(isinstance(m.config, _SteeredConfig) for m in self.modules):
             raise TrustlabError("this model is already being steered; nested steering is not supported")
         global _active_count
-        AttentionInterface.register(_IMPL, _steered_attention)
+        interface.register(_IMPL, _steered_attention)
         _active_count += 1
         self._undo = [_unregister]
         try:
@@ -244,16 +280,20 @@ class UserSteering:
         self._cache: dict[int, Any] = {}
 
     def _on_forward(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Before each model forward: a prompt (prefill) sets the column bias, a decode step extends the count."""
         import torch
 
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             raise CapabilityError("attention steering needs input_ids (it cannot place inputs_embeds)")
-        cache = kwargs.get("past_key_values")
         self._cache = {}
-        if cache is not None and cache.get_seq_length() > 0:  # a decode step: new columns are generated tokens
+        past = _past_length(ids, kwargs)
+        if past > 0:  # a decode step: the new columns are generated tokens
             if self._prompt_bias is None:
                 raise TrustlabError("steering entered after the prompt was cached: enter it before generating")
+            if past != self._seen:
+                raise incompatible(_FEATURE, f"a model call continues after {past} cached positions, but steering "
+                                             f"has seen {self._seen}")
             self._seen += ids.shape[1]
             return
         mask = kwargs.get("attention_mask")
@@ -291,6 +331,14 @@ class UserSteering:
         import torch
 
         q, k = query.shape[2], key.shape[2]
+        if self._prompt_bias is None or k > self._seen or query.shape[0] != self._prompt_bias.shape[0]:
+            raise incompatible(_FEATURE, f"the attention kernel got {query.shape[0]} x {k} key columns, but "
+                                         f"steering has seen {self._seen} positions of a batch of "
+                                         f"{None if self._prompt_bias is None else self._prompt_bias.shape[0]}")
+        if mask is not None and (mask.dim() != 4 or mask.shape[-2] not in (1, q) or mask.shape[-1] < k
+                                 or mask.shape[0] not in (1, query.shape[0])):
+            raise incompatible(_FEATURE, f"expected a (batch, 1|heads, {q}, >={k}) attention mask, got "
+                                         f"{tuple(mask.shape)}")
         bias = self._key_bias(k).to(query.dtype)[:, None, None, :]  # (B, 1, 1, K)
         heads = self.heads.get(layer)
         if heads is not None:
