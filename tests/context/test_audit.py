@@ -8,14 +8,16 @@ import pytest
 from click.testing import CliRunner
 
 from tests.browser import render_dom
-from trustlab.audit import SECTIONS, run_audit
+from trustlab.audit import run_audit
 from trustlab.bench.context_qa import counterfactual_items
 from trustlab.context.audit import evaluate
 from trustlab.report import RunFolder
 
 
 def test_context_section_is_registered():
-    assert SECTIONS["context"] == "trustlab.context.audit"
+    from trustlab.registry import get_section
+
+    assert get_section("context").audit == "trustlab.context.audit:run"
 
 
 def test_evaluate_writes_results_and_a_report_that_renders(tiny, tmp_path):

@@ -1,7 +1,9 @@
 """The ``trustlab`` command line. Thin: parse options, call the library, print.
 
-Each command group lives in its own module here and is registered below; ``--model``, ``--seed`` and
-``--out`` mean the same thing everywhere (see :mod:`trustlab.cli.common`).
+The command tree comes from two places: :data:`CORE` below (commands that belong to no single method) and
+each method record's ``cli`` entries (:mod:`trustlab.registry`). Commands are imported only when listed or
+run, so ``trustlab --help`` stays fast and a command whose extra is absent does not break the others.
+``--model``, ``--seed`` and ``--out`` mean the same thing everywhere (see :mod:`trustlab.cli.common`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,22 @@ import sys
 
 import click
 
+from trustlab.cli.common import LazyGroup
 from trustlab.errors import TrustlabError
 
+CORE: dict[str, str] = {
+    "models": "trustlab.cli.models:models",
+    "generate": "trustlab.cli.models:generate",
+    "chat": "trustlab.cli.models:chat",
+    "audit": "trustlab.cli.audit:audit",
+    "eval": "trustlab.cli.eval:eval_",
+    "finetune": "trustlab.cli.finetune:finetune",
+    "reproduce": "trustlab.cli.results:reproduce",
+    "results": "trustlab.cli.results:results",
+}
 
-class _Group(click.Group):
+
+class _Main(LazyGroup):
     """Print TrustlabError messages as one clean line (exit 2) instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
@@ -24,14 +38,7 @@ class _Group(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, core=CORE, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="trustlab")
 def main() -> None:
     """trustlab: published methods for trustworthy foundation models, on one model handle."""
-
-
-def _register() -> None:
-    from trustlab.cli import audit, context, eval, finetune, models, results, safety, uncertainty  # noqa: F401  (commands register on import)
-
-
-_register()

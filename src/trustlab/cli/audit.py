@@ -1,28 +1,54 @@
-"""``trustlab audit``: the main job."""
+"""``trustlab audit``: the main job, one report over every registered audit section."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from trustlab.cli import main
-from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
+from trustlab.cli.common import (
+    ListingCommand,
+    Registered,
+    load_from_options,
+    model_options,
+    out_option,
+    seed_option,
+)
 
 
-@main.command()
+def _section_names() -> list[str]:
+    from trustlab.registry import audit_sections
+
+    return [m.section or m.id for m in audit_sections()]
+
+
+def _section_rows() -> list[tuple[str, str]]:
+    from trustlab.registry import audit_sections
+
+    return [(m.section or m.id, m.title) for m in audit_sections()]
+
+
+@click.command(cls=ListingCommand, listing=("Sections (in report order)", _section_rows))
 @model_options
 @seed_option
 @out_option("runs/audit")
-@click.option("--section", "sections", multiple=True, help="run only these sections (repeatable)")
+@click.option("--section", "sections", multiple=True, type=Registered(_section_names, "audit section"),
+              help="run only this section (repeatable; default: all sections, listed below)")
 @click.option("--quick", is_flag=True, help="smallest sizes (a smoke test, not a measurement)")
 def audit(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
           sections: tuple[str, ...], quick: bool) -> None:
-    """Audit a model (default: the embedded SmolLM2) and write OUT/report.html."""
-    from trustlab.audit import SECTIONS, run_audit
+    """Audit a model (default: the embedded SmolLM2) and write OUT/report.html.
 
-    if not SECTIONS:
-        raise click.ClickException("no audit sections are installed in this version")
+    A section that crashes is reported in the page with its error; the others still run, and the command
+    then exits with status 1.
+    """
+    from trustlab.audit import AuditSectionError, run_audit
+
     model = load_from_options(model_spec, model_name, attn_implementation)
-    path = run_audit(model, out, sections=list(sections) or None, quick=quick, seed=seed)
+    try:
+        path = run_audit(model, out, sections=list(dict.fromkeys(sections)) or None, quick=quick, seed=seed)
+    except AuditSectionError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
     click.echo(f"report: {path}")

@@ -7,14 +7,13 @@ from pathlib import Path
 import click
 
 from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
-from trustlab.cli.eval import eval_
 
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
 
 
-@eval_.command("context")
+@click.command("context")
 @model_options
 @seed_option
 @out_option("runs/context")
@@ -24,10 +23,10 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--qa", type=click.Choice(["counterfactual", "squad", "quac", "drop"]), default="counterfactual",
               show_default=True, help="context-QA set (squad/quac/drop load through `datasets`)")
 @click.option("--qa-source", default=None, help="local JSON/JSONL in the Hub format, or a Hub id (needs network)")
-@click.option("--qa-limit", type=int, default=36, show_default=True, help="QA items at most")
+@click.option("--qa-limit", type=click.IntRange(min=1), default=36, show_default=True, help="QA items at most")
 @click.option("--alpha", "alphas", default="0.9", show_default=True, help="steering strengths, comma-separated")
 @click.option("--indicator", is_flag=True, help="also run with ' [IND]' appended (models fine-tuned with it)")
-@click.option("--max-new-tokens", type=int, default=32, show_default=True, help="NIH answer length (QA: 16)")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True, help="NIH answer length (QA: 16)")
 def context(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
             lengths: str, depths: str, needles: int, qa: str, qa_source: str | None, qa_limit: int, alphas: str,
             indicator: bool, max_new_tokens: int) -> None:

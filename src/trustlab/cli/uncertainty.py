@@ -6,18 +6,18 @@ from pathlib import Path
 
 import click
 
-from trustlab.cli import main
 from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
 
 
-@main.command()
+@click.command()
 @click.argument("questions", nargs=-1)
 @model_options
 @seed_option
 @out_option("runs/uncertainty")
-@click.option("--samples", "n_samples", type=int, default=5, show_default=True, help="sampled outputs N")
-@click.option("--temperature", type=float, default=1.0, show_default=True)
-@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=5, show_default=True,
+              help="sampled outputs N")
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--nli", default="llm", show_default=True,
               help="'llm' (the model reads entailment/contradiction label probabilities) or a path to an NLI classifier")
 @click.option("--pooler", type=click.Choice(["auto", "cosine", "nli"]), default="auto", show_default=True)

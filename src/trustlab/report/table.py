@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from trustlab.methods import METHODS
+from trustlab.registry import all_methods
 from trustlab.report.io import atomic_write_text
 from trustlab.report.schema import read_benchmark, read_summary, verdict
 
@@ -40,7 +40,7 @@ def method_table(results_dir: str | os.PathLike = "results") -> str:
     results_dir = Path(results_dir)
     rows = ["| Method | Area | Status | Checked claims (ours vs baseline; n, 95% interval of the difference, "
             "valid model outputs) |", "|---|---|---|---|"]
-    for m in METHODS:
+    for m in all_methods():
         path = results_dir / m.id / "summary.json"
         if not path.exists():
             rows.append(f"| {m.title} | {m.area} | not yet implemented | - |")

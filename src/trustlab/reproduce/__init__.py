@@ -1,27 +1,38 @@
-"""``trustlab reproduce <method>``: one module per method, each with
-``run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]`` that re-runs the spec's
-small-scale reproduction and writes ``out/summary.json`` plus detailed JSON and plots."""
+"""``trustlab reproduce <method>``: each method record's ``reproduce`` entry (:mod:`trustlab.registry`) is
+``run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]``, which re-runs the spec's
+small-scale reproduction and writes ``out/summary.json`` plus detailed JSON and plots.
+
+Full runs write ``results/<method>`` (the committed numbers); quick runs write ``runs/reproduce/<method>``,
+never ``results/``.
+"""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
+from trustlab.registry import get_reproduction, resolve
 from trustlab.report.schema import Claim
 
-# method id -> module implementing run(); adding a reproduction is one line here.
-REPRODUCTIONS: dict[str, str] = {
-    "backtranslation": "trustlab.reproduce.backtranslation",
-    "clue": "trustlab.reproduce.clue",
-    "context-awareness": "trustlab.reproduce.context_awareness",
-    "lora-rite": "trustlab.reproduce.lora_rite",
-}
+
+def default_out(method: str, *, quick: bool) -> Path:
+    """Where a reproduction writes unless told: ``runs/reproduce/<method>`` when quick, else ``results/<method>``.
+
+    Example:
+        >>> default_out("clue", quick=True)
+        PosixPath('runs/reproduce/clue')
+    """
+    return Path("runs", "reproduce", method) if quick else Path("results", method)
 
 
-def run_reproduction(method: str, out: Path | None = None, *, quick: bool = False, seed: int = 0) -> list[Claim]:
-    """Run the reproduction of ``method`` into ``out`` (default ``results/<method>``)."""
-    if method not in REPRODUCTIONS:
-        known = ", ".join(sorted(REPRODUCTIONS)) or "none yet"
-        raise KeyError(f"no reproduction for {method!r}; available: {known}")
-    module = importlib.import_module(REPRODUCTIONS[method])
-    return module.run(Path(out or Path("results") / method), quick=quick, seed=seed)
+def run_reproduction(method: str, out: str | Path | None = None, *, quick: bool = False,
+                     seed: int = 0) -> list[Claim]:
+    """Run the reproduction of ``method`` into ``out`` (default: :func:`default_out`).
+
+    Raises:
+        UnknownMethodError: no registered method with a reproduction has this id.
+
+    Example:
+        >>> claims = run_reproduction("lora-rite", quick=True)   # writes runs/reproduce/lora-rite/
+    """
+    record = get_reproduction(method)
+    return resolve(record.reproduce)(Path(out) if out else default_out(method, quick=quick), quick=quick, seed=seed)
