@@ -20,7 +20,8 @@ from trustlab.models.base import Capabilities, Generation, GenerationConfig, Mod
 __all__ = ["Capabilities", "Generation", "GenerationConfig", "ModelHandle", "Prompt", "load_model"]
 
 _HF_KEYS = {"attn_implementation", "dtype", "device", "batch_size"}
-_OPENAI_KEYS = {"model_name", "api_key", "max_concurrency", "timeout", "max_retries", "backoff", "max_context", "extra_body"}
+_OPENAI_KEYS = {"model_name", "api_key", "max_concurrency", "timeout", "max_retries", "backoff", "max_context",
+                "extra_body", "probe", "capabilities"}
 
 SPEC_HELP = ("a model spec is one of: 'embedded'; a Hugging Face id like 'org/name'; a local folder with "
              "config.json or a .gguf file; 'openai:http://HOST:PORT/v1'")
@@ -41,7 +42,9 @@ def load_model(spec: Any = "embedded", *, tokenizer: Any = None, **kwargs: Any) 
         tokenizer: the tokenizer, when ``spec`` is an already-loaded transformers model.
         **kwargs: backend options: ``attn_implementation``, ``dtype``, ``device``, ``batch_size`` for
             Hugging Face models; ``model_name``, ``api_key``, ``max_concurrency``, ``timeout``,
-            ``max_retries``, ``backoff``, ``max_context``, ``extra_body`` for OpenAI-compatible endpoints.
+            ``max_retries``, ``backoff``, ``max_context``, ``extra_body``, ``probe`` (measure on first use
+            what the server honours; default True) and ``capabilities`` (known capabilities: skip or
+            override the measurement) for OpenAI-compatible endpoints.
 
     Raises:
         ModelSpecError: the spec names nothing loadable (the message lists the accepted forms).

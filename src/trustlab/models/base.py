@@ -32,6 +32,11 @@ class Capabilities:
         gradients: backward passes through the model.
         chat_template: the model has a chat template (``chat_template=True`` is meaningful).
         max_context: context window in tokens, or None when unknown.
+        sampling: ``temperature > 0`` gives samples that vary (True), the backend answers greedily
+            whatever the temperature (False), or unknown (None). HTTP backends measure it.
+        native_n: one request returns ``n`` samples (True), or the backend ignores ``n`` and they
+            are emulated with one request each (False); None when unknown.
+        seed: the same seed gives the same samples (True), or not (False); None when unknown.
     """
 
     backend: str
@@ -42,6 +47,9 @@ class Capabilities:
     gradients: bool = False
     chat_template: bool = False
     max_context: int | None = None
+    sampling: bool | None = None
+    native_n: bool | None = None
+    seed: bool | None = None
 
     def require(self, *names: str, method: str = "this method") -> None:
         """Raise :class:`CapabilityError` unless every named capability is available.
@@ -56,13 +64,32 @@ class Capabilities:
                 "Use a white-box Hugging Face model (e.g. --model embedded) for this."
             )
 
+    def require_sampling(self, method: str = "this method") -> None:
+        """Raise :class:`CapabilityError` when the backend is known to answer greedily at any temperature
+        (unknown passes: callers then check the samples themselves).
+
+        Example:
+            >>> Capabilities("openai", sampling=False).require_sampling(method="CLUE")
+            Traceback (most recent call last):
+            trustlab.errors.CapabilityError: CLUE needs samples that vary ...
+        """
+        if self.sampling is False:
+            raise CapabilityError(
+                f"{method} needs samples that vary, but the {self.backend!r} backend gave the same text for "
+                "every sample at temperature > 0 (it ignores the requested temperature), so every sample would "
+                "be the greedy answer and the uncertainty a constant. Configure the server to sample "
+                "(`transformers serve` samples only when the model's generation_config has do_sample=true) or "
+                "use a white-box model (e.g. --model embedded)."
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def text_only(self) -> Capabilities:
-        """What a wrapper that only returns text (a defense, say) can promise: same backend, template and
-        context window; no logprobs, scores, attentions or gradients of its own."""
-        return Capabilities(backend=self.backend, chat_template=self.chat_template, max_context=self.max_context)
+        """What a wrapper that only returns text (a defense, say) can promise: same backend, template,
+        context window and sampling behaviour; no logprobs, scores, attentions or gradients of its own."""
+        return Capabilities(backend=self.backend, chat_template=self.chat_template, max_context=self.max_context,
+                            sampling=self.sampling, native_n=self.native_n, seed=self.seed)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ class HFModel(ModelHandle):
             gradients=True,
             chat_template=bool(getattr(tokenizer, "chat_template", None)),
             max_context=int(max_ctx) if max_ctx else None,
+            sampling=True, native_n=True, seed=True,
         )
 
     # ------------------------------------------------------------------ loading

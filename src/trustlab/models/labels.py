@@ -1,16 +1,56 @@
 """An LLM as a zero-shot classifier: the probability of each label word as the next answer token.
 
 Used by LLM-as-NLI (CLUE), LLM refusal judges and other yes/no judges. White-box handles read the
-next-token distribution of one forward pass; black-box handles generate the answer greedily with
-log-probs and turn the chosen token's probability into a distribution (an approximation, documented).
+next-token distribution of one forward pass; black-box handles generate the answer greedily, parse it
+strictly with :func:`parse_label` and, when the server gives log-probs, turn the chosen token's
+probability into a distribution (an approximation, documented); without log-probs the label is hard.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 from trustlab.models.base import ModelHandle, Prompt
+
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def _word_seq(text: str) -> list[str]:
+    return _WORDS.findall(text.lower())
+
+
+def _occurs(words: list[str], phrase: list[str]) -> bool:
+    return any(words[i:i + len(phrase)] == phrase for i in range(len(words) - len(phrase) + 1))
+
+
+def parse_label(text: str, labels: Mapping[str, Sequence[str]]) -> str | None:
+    """The label a generated answer names, strictly; None when the answer is not one label.
+
+    The answer's first words must be one of a label's words (any case; punctuation and markdown around
+    them ignored) and no other label's word may occur anywhere in it: "Contradiction." and
+    "**entailment** - the premise says so" parse, while "The answer is neutral", "entailment, neutral
+    or contradiction" (an echo of the prompt's format) and "Entailments" do not.
+
+    Args:
+        text: the generated answer.
+        labels: label name -> words that express it, e.g. ``{"yes": ["yes"], "no": ["no"]}``.
+
+    Example:
+        >>> parse_label("Neutral.", {"entailment": ["entailment"], "neutral": ["neutral"]})
+        'neutral'
+        >>> parse_label("neutral or entailment", {"entailment": ["entailment"], "neutral": ["neutral"]}) is None
+        True
+    """
+    words = _word_seq(text)
+    phrases = {lab: [_word_seq(w) for w in ws if _word_seq(w)] for lab, ws in labels.items()}
+    hits = [lab for lab, ps in phrases.items() if any(words[:len(p)] == p for p in ps)]
+    if len(hits) != 1:
+        return None
+    if any(_occurs(words, p) for lab, ps in phrases.items() if lab != hits[0] for p in ps):
+        return None
+    return hits[0]
 
 
 def _variants(word: str) -> list[str]:
@@ -42,33 +82,39 @@ def label_logprobs(
     labels: Mapping[str, Sequence[str]],
     *,
     chat_template: bool = True,
-) -> list[dict[str, float]]:
+    on_invalid: str = "uniform",
+) -> list[dict[str, float] | None]:
     """log P(label | prompt) for each prompt, renormalised over the given labels.
 
     Args:
         model: any handle. White-box handles (with ``forward``) give the exact next-token distribution:
             for each label, the probability mass of the first tokens of its words (lower-case,
             capitalised, with and without a leading space). Black-box handles generate a short greedy
-            answer with log-probs; the label whose word the answer starts with gets the chosen token's
-            probability p, the other labels share 1 - p; an answer matching no label gives a uniform
-            distribution.
+            answer and parse it with :func:`parse_label`; the label it names gets the chosen first
+            token's probability p when the server gives log-probs (p = 1 - 1e-6 when it does not: a
+            hard label), the other labels share 1 - p.
         prompts: the classification prompts (ending where the label word should come).
         labels: label name -> words that express it, e.g. ``{"yes": ["yes"], "no": ["no"]}``.
         chat_template: render with the chat template (the answer is the assistant's first token).
+        on_invalid: what a black-box answer that names no single label becomes: ``"uniform"`` (default:
+            a uniform distribution) or ``"none"`` (None: the caller counts it as invalid).
 
     Returns:
-        One ``{label: log-prob}`` dict per prompt; the probabilities sum to 1.
+        One ``{label: log-prob}`` dict per prompt (probabilities sum to 1), or None for an invalid
+        answer when ``on_invalid="none"``.
 
     Example:
         >>> label_logprobs(model, ["Is Paris in France? Answer yes or no."], {"yes": ["yes"], "no": ["no"]})
         [{'yes': -0.2, 'no': -1.7}]
     """
+    if on_invalid not in ("uniform", "none"):
+        raise ValueError(f"on_invalid must be 'uniform' or 'none', got {on_invalid!r}")
     prompts = list(prompts)
     if not prompts:
         return []
     if hasattr(model, "forward") and getattr(model, "tokenizer", None) is not None:
         return _white_box(model, prompts, labels, chat_template)
-    return _black_box(model, prompts, labels, chat_template)
+    return _black_box(model, prompts, labels, chat_template, on_invalid)
 
 
 def _white_box(model, prompts: list[Prompt], labels: Mapping[str, Sequence[str]],
@@ -90,15 +136,14 @@ def _white_box(model, prompts: list[Prompt], labels: Mapping[str, Sequence[str]]
 
 
 def _black_box(model, prompts: list[Prompt], labels: Mapping[str, Sequence[str]],
-               chat_template: bool) -> list[dict[str, float]]:
+               chat_template: bool, on_invalid: str) -> list[dict[str, float] | None]:
     gens = model.generate(prompts, chat_template=chat_template, max_new_tokens=4, temperature=0.0,
-                          logprobs=True)
-    out = []
+                          logprobs=model.capabilities.logprobs)
+    out: list[dict[str, float] | None] = []
     for (g,) in gens:
-        text = g.text.strip().lower()
-        hit = next((lab for lab, words in labels.items() if any(text.startswith(w.lower()) for w in words)), None)
+        hit = parse_label(g.text, labels)
         if hit is None:
-            out.append({lab: -math.log(len(labels)) for lab in labels})
+            out.append(None if on_invalid == "none" else {lab: -math.log(len(labels)) for lab in labels})
             continue
         p = math.exp(g.token_logprobs[0]) if g.token_logprobs else 1.0
         p = min(max(p, 1e-6), 1 - 1e-6)

@@ -4,13 +4,20 @@
 ``chat_template=False`` uses ``/completions`` with the raw text. Requests run in a bounded thread pool,
 with timeouts and retries with exponential backoff on connection errors, 429 and 5xx. Servers that
 ignore ``n`` (llama.cpp does) get the missing samples as extra requests.
+
+What a server honours (temperature, ``n``, log-probs, seed, context window) is measured on first use
+with a few 8-token requests (:mod:`trustlab.models.probe`), cached per handle, and becomes the handle's
+:class:`Capabilities`; ``probe=False`` or ``capabilities=...`` skip or override the measurement.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields, replace
 from typing import Any
 
 from trustlab.errors import ContextLengthError, EndpointError, ModelSpecError, require
@@ -23,6 +30,7 @@ from trustlab.models.base import (
     as_messages,
     plain_text,
 )
+from trustlab.models.probe import ProbeResult, probe_endpoint
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -37,13 +45,20 @@ class OpenAIModel(ModelHandle):
         max_concurrency: requests in flight at once (default 8).
         timeout: seconds per request (default 60).
         max_retries: retries after the first attempt (default 3); backoff doubles from ``backoff``.
-        max_context: the server's context window in tokens, if known.
+        max_context: the server's context window in tokens, if known (wins over what the probe reads).
         extra_body: server-specific fields merged into every request body, e.g.
             ``{"repeat_penalty": 1.0}`` for llama.cpp, whose default 1.1 makes "greedy" non-greedy.
+        probe: measure on first use what the server honours (default True; about six 8-token
+            requests, see :mod:`trustlab.models.probe`). False assumes log-probs and a chat template and
+            leaves sampling, ``n`` and seed support unknown.
+        capabilities: what you know already: a full :class:`Capabilities` (used as is, no probe) or a
+            dict of its fields that override the measured or assumed ones, e.g. ``{"logprobs": False}``.
 
     Example:
         >>> m = OpenAIModel("http://127.0.0.1:8080/v1")
         >>> m.generate(["Say hi."], n=4, temperature=0.8)
+        >>> m.capabilities.sampling, m.describe()["probe"]["native_n"]
+        (True, False)
     """
 
     def __init__(
@@ -58,6 +73,8 @@ class OpenAIModel(ModelHandle):
         backoff: float = 0.5,
         max_context: int | None = None,
         extra_body: dict[str, Any] | None = None,
+        probe: bool = True,
+        capabilities: Capabilities | dict[str, Any] | None = None,
     ):
         httpx = require("httpx", "llm", pip="pip install httpx")
         if not base_url.startswith(("http://", "https://")):
@@ -76,8 +93,47 @@ class OpenAIModel(ModelHandle):
         self.extra_body = dict(extra_body or {})
         self.name = f"openai:{self.base_url}" + (f"#{model_name}" if model_name else "")
         self.calls = 0  # HTTP requests sent (for cost accounting in benchmarks)
-        self.capabilities = Capabilities(backend="openai", logprobs=True, chat_template=True,
-                                         max_context=max_context)
+        self.probe = probe
+        self.probe_result: ProbeResult | None = None
+        self._caps = capabilities if isinstance(capabilities, Capabilities) else None
+        if self._caps is not None and max_context is not None:
+            self._caps = replace(self._caps, max_context=max_context)
+        self._overrides = dict(capabilities or {}) if self._caps is None else {}
+        if max_context is not None:
+            self._overrides.setdefault("max_context", max_context)
+        unknown = set(self._overrides) - {f.name for f in fields(Capabilities)} | ({"backend"} & set(self._overrides))
+        if unknown:
+            raise ValueError(f"capabilities has unknown or fixed fields {sorted(unknown)}; "
+                             f"known: {[f.name for f in fields(Capabilities) if f.name != 'backend']}")
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ capabilities
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the server honours: measured on first use (cached), then the given overrides applied."""
+        if self._caps is None:
+            with self._lock:
+                if self._caps is None:
+                    caps = Capabilities(backend="openai", logprobs=True, chat_template=True)  # assumed
+                    if self.probe:
+                        r = probe_endpoint(self)
+                        self.probe_result = r
+                        caps = replace(caps, logprobs=r.logprobs, chat_template=r.endpoint == "chat",
+                                       sampling=r.sampling, native_n=r.native_n, seed=r.seed,
+                                       max_context=r.max_context)
+                    self._caps = replace(caps, **self._overrides)
+        return self._caps
+
+    def describe(self) -> dict[str, Any]:
+        """As :meth:`ModelHandle.describe`, plus what the probe measured (None when not probed).
+
+        Example:
+            >>> OpenAIModel("http://127.0.0.1:8080/v1").describe()["probe"]["sampling"]
+            True
+        """
+        out = super().describe()
+        return {**out, "probe": self.probe_result.to_dict() if self.probe_result else None}
 
     # ------------------------------------------------------------------ HTTP
     def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -115,17 +171,29 @@ class OpenAIModel(ModelHandle):
     def model_name(self) -> str:
         """The model name to send; asked from ``/models`` on first use when not given."""
         if self._model_name is None:
-            data = self._request("GET", "/models").get("data") or []
+            self.model_entry()
+        return self._model_name
+
+    def model_entry(self) -> dict[str, Any]:
+        """The served model's ``/models`` entry (its metadata; ``{}`` when not listed). Resolves
+        :attr:`model_name` to the first listed model when it was not given."""
+        data = self._request("GET", "/models").get("data") or []
+        if self._model_name is None:
             if not data:
                 raise EndpointError(f"{self.base_url}/models lists no model; pass model_name=")
             self._model_name = data[0]["id"]
-        return self._model_name
+        return next((e for e in data if isinstance(e, dict) and e.get("id") == self._model_name), {})
 
     def list_models(self) -> list[str]:
         return [m["id"] for m in self._request("GET", "/models").get("data", [])]
 
     def close(self) -> None:
         self._client.close()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ generation
     def _payload(self, prompt: Prompt, cfg: GenerationConfig, chat: bool, n: int, seed: int | None) -> dict[str, Any]:
@@ -177,6 +245,9 @@ class OpenAIModel(ModelHandle):
         return [self._parse_choice(c, chat, used) for c in choices[:n]]
 
     def _samples(self, prompt: Prompt, cfg: GenerationConfig, chat: bool, pool: ThreadPoolExecutor) -> list[Generation]:
+        if not cfg.greedy and cfg.n > 1 and self.capabilities.native_n is False:
+            seeds = [None if cfg.seed is None else cfg.seed + i for i in range(cfg.n)]
+            return list(pool.map(lambda s: self._one_call(prompt, cfg, chat, 1, s)[0], seeds))
         first = self._one_call(prompt, cfg, chat, 1 if cfg.greedy else cfg.n, cfg.seed)
         if cfg.greedy:
             return first * cfg.n
@@ -190,6 +261,13 @@ class OpenAIModel(ModelHandle):
 
     def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat: bool) -> list[list[Generation]]:
         _ = self.model_name  # resolve once before fanning out
+        caps = self.capabilities
+        if not cfg.greedy and caps.sampling is False:
+            self._warn_once("sampling", f"{self.name} answers greedily at any temperature (measured on first use): "
+                                        f"samples at temperature {cfg.temperature:g} will all be the greedy answer")
+        if cfg.seed is not None and not cfg.greedy and caps.seed is False:
+            self._warn_once("seed", f"{self.name} does not reproduce samples from a seed (measured on first use): "
+                                    "sampled runs are not repeatable")
         # Two pools: outer per prompt, inner for emulated n; together bounded by 2 * max_concurrency
         # threads but by max_concurrency connections (httpx limits).
         with ThreadPoolExecutor(self.max_concurrency) as outer, ThreadPoolExecutor(self.max_concurrency) as inner:
