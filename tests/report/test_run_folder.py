@@ -106,3 +106,33 @@ def test_damage_other_than_a_torn_tail_is_an_error(tmp_path, text):
     p.write_text(text)
     with pytest.raises(ValueError, match="line 1"):
         list(read_jsonl(p))
+
+
+def test_a_killed_trustlab_generate_resumes_with_the_answers_of_an_uninterrupted_run(tiny_dir, tmp_path):
+    """SIGKILL a real `trustlab generate --out` part-way, rerun it, compare with a run that was never killed."""
+    prompts = [f"Tell me fact number {i} about the sea." for i in range(12)]
+    cmd = [sys.executable, "-m", "trustlab", "generate", *prompts, "--model", str(tiny_dir), "-n", "2",
+           "--temperature", "0.8", "--max-new-tokens", "48"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    samples = killed / "samples.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if samples.exists() and samples.read_bytes().count(b"\n") >= 6:  # 3 of 12 prompts done
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kept = [r["id"] for r in read_jsonl(samples)]
+    assert 0 < len(kept) < 24
+    subprocess.run([*cmd, "--out", str(killed)], env=env, check=True, capture_output=True, timeout=300)
+    whole = tmp_path / "whole"
+    subprocess.run([*cmd, "--out", str(whole)], env=env, check=True, capture_output=True, timeout=300)
+    resumed = {r["id"]: r["text"] for r in read_jsonl(samples)}
+    clean = {r["id"]: r["text"] for r in read_jsonl(whole / "samples.jsonl")}
+    assert len(list(read_jsonl(samples))) == 24 and resumed == clean
+    results = json.loads((killed / "results.json").read_text())
+    assert results["resumed_prompts"] >= len(kept) // 2 and results["generated_prompts"] < 12
