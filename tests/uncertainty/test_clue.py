@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -96,7 +97,8 @@ def test_bad_extractions_are_counted_not_fatal():
 
 
 def test_estimate_samples_from_the_llm_in_one_batch():
-    llm = ScriptedModel(lambda p: "Steve Jobs founded Apple in 1976.")
+    answers = itertools.cycle(SAMPLES)  # samples that vary: CLUE refuses constant ones
+    llm = ScriptedModel(lambda p: next(answers))
     clue = CLUE(llm, nli=MockNLI(), embedder=FakeEncoder(), extractor=ScriptedModel(extractor_script), n_samples=3)
     reports = clue.estimate_many(["Who founded Apple?", "Who started Apple?"])
     assert len(reports) == 2 and len(reports[0].samples) == 3

@@ -2,15 +2,19 @@
 
 Every estimator takes a batch of :class:`SampleSet` (an answer to score plus N sampled outputs for
 the same prompt) and returns one float per item, so NLI and embedding calls batch across items.
+Estimators that read samples refuse a batch whose samples cannot vary (:func:`check_samples_vary`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from trustlab.errors import CapabilityError
 
 
 @dataclass
@@ -32,6 +36,63 @@ class SampleSet:
     sample_logprobs: list[list[float] | None] = field(default_factory=list)
 
 
+def check_samples_vary(samples: Sequence[Sequence[str]], *, method: str, sampling: bool | None = None) -> None:
+    """Refuse (or flag) a batch whose sampled outputs cannot vary.
+
+    When every prompt with two or more samples got the same text each time, the "samples" are almost
+    surely one greedy answer repeated (a server that ignores the temperature), and every sampling-based
+    score is a constant (CLUE ln 2, lexical similarity 0, ROC-AUC 0.5), not a measurement.
+
+    Args:
+        samples: the sampled texts, one list per prompt.
+        method: named in the message.
+        sampling: what the generating backend is known to do (:attr:`Capabilities.sampling`). True: it
+            samples, so a model this sure is possible: warn. False or None (unknown): refuse.
+
+    Raises:
+        CapabilityError: every sample set is constant and the backend is not known to sample.
+
+    Example:
+        >>> check_samples_vary([["Paris.", "Paris."], ["4", "4"]], method="lexical similarity")
+        Traceback (most recent call last):
+        trustlab.errors.CapabilityError: lexical similarity: every prompt's 2 samples are identical ...
+    """
+    multi = [s for s in samples if len(s) >= 2]
+    if not multi or any(len({t.strip() for t in s}) > 1 for s in multi):
+        return
+    sizes = sorted({len(s) for s in multi})
+    msg = (f"{method}: every prompt's {'/'.join(map(str, sizes))} samples are identical ({len(multi)} "
+           "prompt(s)), so the uncertainty would be a constant, not a measurement")
+    if sampling:
+        warnings.warn(msg + "; the backend does sample, so the model may really be this sure", RuntimeWarning,
+                      stacklevel=3)
+        return
+    raise CapabilityError(msg + ". The backend most likely ignores the temperature (a server answering "
+                          "greedily). Use a backend that samples; if these samples are genuine, say so: sampling=True on the "
+                          "estimator, or a model handle whose capabilities have sampling=True.")
+
+
+class _SampleBased:
+    """An estimator that reads sampled outputs: refuses a batch whose samples cannot vary.
+
+    Args:
+        sampling: whether the backend that generated the samples is known to sample
+            (:attr:`Capabilities.sampling`; default None, unknown). See :func:`check_samples_vary`.
+    """
+
+    name = "sample_based"
+
+    def __init__(self, *, sampling: bool | None = None):
+        self.sampling = sampling
+
+    def __call__(self, items: Sequence[SampleSet]) -> list[float]:
+        check_samples_vary([it.samples for it in items], method=self.name, sampling=self.sampling)
+        return self._score(items)
+
+    def _score(self, items: Sequence[SampleSet]) -> list[float]:
+        raise NotImplementedError
+
+
 class MaximumSequenceProbability:
     """-log p(answer): the negative sum of the answer's token log-probs."""
 
@@ -41,19 +102,21 @@ class MaximumSequenceProbability:
         return [-sum(it.answer_logprobs) if it.answer_logprobs else float("nan") for it in items]
 
 
-class PredictiveEntropy:
+class PredictiveEntropy(_SampleBased):
     """Monte-Carlo predictive entropy: mean over samples of -log p(sample) (sum of token log-probs).
 
     Args:
         normalise: divide each sample's log-prob by its length (default False).
+        sampling: see :class:`_SampleBased`.
     """
 
     name = "predictive_entropy"
 
-    def __init__(self, normalise: bool = False):
+    def __init__(self, normalise: bool = False, *, sampling: bool | None = None):
+        super().__init__(sampling=sampling)
         self.normalise = normalise
 
-    def __call__(self, items: Sequence[SampleSet]) -> list[float]:
+    def _score(self, items: Sequence[SampleSet]) -> list[float]:
         out = []
         for it in items:
             lps = [lp for lp in it.sample_logprobs if lp]
@@ -89,12 +152,16 @@ def rouge_l(a: str, b: str) -> float:
     return 2 * p * r / (p + r)
 
 
-class LexicalSimilarity:
-    """1 - mean ROUGE-L F1 between the answer and each sample (LM-Polygraph's LexicalSimilarity)."""
+class LexicalSimilarity(_SampleBased):
+    """1 - mean ROUGE-L F1 between the answer and each sample (LM-Polygraph's LexicalSimilarity).
+
+    Args:
+        sampling: see :class:`_SampleBased`.
+    """
 
     name = "lexical_similarity"
 
-    def __call__(self, items: Sequence[SampleSet]) -> list[float]:
+    def _score(self, items: Sequence[SampleSet]) -> list[float]:
         return [1 - sum(rouge_l(it.answer, s) for s in it.samples) / len(it.samples) if it.samples
                 else float("nan") for it in items]
 
@@ -113,22 +180,24 @@ def greedy_clusters(vectors: Any, threshold: float) -> list[int]:
     return ids
 
 
-class EmbeddingSemanticEntropy:
+class EmbeddingSemanticEntropy(_SampleBased):
     """Semantic entropy with embedding clusters: samples grouped at cosine >= ``threshold`` with a
     sentence encoder, entropy of the cluster-size distribution (discrete semantic entropy).
 
     Args:
         encoder: a sentence-transformers model (default: the embedded MiniLM, loaded on first use).
         threshold: cosine for "same meaning" (default 0.85).
+        sampling: see :class:`_SampleBased`.
     """
 
     name = "semantic_entropy"
 
-    def __init__(self, encoder: Any = None, threshold: float = 0.85):
+    def __init__(self, encoder: Any = None, threshold: float = 0.85, *, sampling: bool | None = None):
+        super().__init__(sampling=sampling)
         self.encoder = encoder
         self.threshold = threshold
 
-    def __call__(self, items: Sequence[SampleSet]) -> list[float]:
+    def _score(self, items: Sequence[SampleSet]) -> list[float]:
         if self.encoder is None:
             from trustlab.models.embedded import load_sentence_encoder
 
@@ -144,21 +213,26 @@ class EmbeddingSemanticEntropy:
         return out
 
 
-class SelfCheckNLI:
+class SelfCheckNLI(_SampleBased):
     """SelfCheckGPT-NLI scoring rule: mean over samples of P(contradiction | premise = sample,
-    hypothesis = answer), with P over {entailment, contradiction}, so = 1 - P(entailment).
+    hypothesis = answer), with P over {entailment, contradiction}, so = 1 - P(entailment). Pairs the
+    NLI scorer could not judge (NaN: an LLM answer that named no label) are left out of the mean.
 
     Args:
         nli: an entailment scorer (see :mod:`trustlab.uncertainty.nli`).
+        sampling: see :class:`_SampleBased`.
     """
 
     name = "selfcheck_nli"
 
-    def __init__(self, nli: Any):
+    def __init__(self, nli: Any, *, sampling: bool | None = None):
+        super().__init__(sampling=sampling)
         self.nli = nli
 
-    def __call__(self, items: Sequence[SampleSet]) -> list[float]:
-        pairs = [(s, it.answer) for it in items for s in it.samples]
-        probs = iter(self.nli.entail(pairs))
-        return [sum(1 - next(probs) for _ in it.samples) / len(it.samples) if it.samples else float("nan")
-                for it in items]
+    def _score(self, items: Sequence[SampleSet]) -> list[float]:
+        probs = iter(self.nli.entail([(s, it.answer) for it in items for s in it.samples]))
+        out = []
+        for it in items:
+            judged = [1 - p for p in (next(probs) for _ in it.samples) if p == p]  # p != p: NaN, not judged
+            out.append(sum(judged) / len(judged) if judged else float("nan"))
+        return out

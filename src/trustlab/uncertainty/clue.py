@@ -7,7 +7,9 @@ gets its own uncertainty from how strongly the N samples entail it:
     s_ij = P(entail | premise = o_i, hypothesis = "This example is {c_j}.")
     U(c_j) = -(1/N) * sum_i log s_ij            (higher = more uncertain)
 
-An output's score is ``max`` (or ``mean``) of U over its own concepts.
+An output's score is ``max`` (or ``mean``) of U over its own concepts. Concepts the extractor copied
+from the one-shot example (not from the text) are dropped and counted (``echoed_concepts``); an
+extraction left with no concept is a bad extraction, and ``valid_rate`` is the share of good ones.
 
 References:
     Yu-Hsiang Wang, Andrew Bai, Che-Ping Tsai, Cho-Jui Hsieh. "CLUE: Concept-Level Uncertainty
@@ -24,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from trustlab.models.base import ModelHandle, Prompt, plain_text
-from trustlab.uncertainty.baselines import greedy_clusters
-from trustlab.uncertainty.concepts import EXTRACTION_TEMPLATE, parse_concepts
+from trustlab.uncertainty.baselines import check_samples_vary, greedy_clusters
+from trustlab.uncertainty.concepts import example_copies, extraction_prompt, parse_concepts
 from trustlab.uncertainty.nli import HFNLI, EntailmentScorer, load_nli
 
 HYPOTHESIS = "This example is {concept}."
@@ -33,13 +35,16 @@ HYPOTHESIS = "This example is {concept}."
 
 def concept_uncertainty(entail: np.ndarray) -> np.ndarray:
     """U for each concept from the (N samples, C concepts) entailment matrix: -mean_i log clip(s_ij).
+    NaN entries (pairs the NLI scorer could not judge) are left out; a concept with none judged is NaN.
 
     Example:
         >>> concept_uncertainty(np.array([[1.0, 0.5], [1.0, 0.5]]))
         array([-0.        ,  0.69314718])
     """
-    s = np.clip(np.asarray(entail, dtype=float), 1e-6, 1.0)  # (N, C)
-    return -np.log(s).mean(axis=0)
+    logs = np.log(np.clip(np.asarray(entail, dtype=float), 1e-6, 1.0))  # (N, C); NaN stays NaN
+    judged = ~np.isnan(logs)
+    total = np.where(judged, logs, 0.0).sum(axis=0)
+    return np.where(judged.any(axis=0), -total / np.maximum(judged.sum(axis=0), 1), np.nan)
 
 
 def pool_concepts(concepts: Sequence[str], vectors: np.ndarray | None, *, threshold: float = 0.85,
@@ -110,8 +115,9 @@ class ConceptReport:
         answer_concepts: the pooled concepts of the answer.
         score: output-level score (``agg`` of U over the answer's concepts; over all concepts when there
             is no answer or its extraction failed); NaN when no concept was extracted at all.
-        bad_extractions: extractions that gave no concept (counted, never fatal).
+        bad_extractions: extractions that gave no valid concept (counted, never fatal).
         n_extractions: extractions attempted.
+        echoed_concepts: concepts dropped as copies of the one-shot example, one entry per copy.
     """
 
     prompt: str
@@ -122,9 +128,15 @@ class ConceptReport:
     score: float
     bad_extractions: int
     n_extractions: int
+    echoed_concepts: list[str] = field(default_factory=list)
+
+    @property
+    def valid_rate(self) -> float | None:
+        """Share of extractions that gave at least one valid concept (None when none was attempted)."""
+        return 1 - self.bad_extractions / self.n_extractions if self.n_extractions else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "valid_rate": self.valid_rate}
 
     def table(self) -> list[dict[str, Any]]:
         """Rows for printing: concept, U, mean entailment, in the answer?"""
@@ -192,6 +204,8 @@ class CLUE:
     def estimate_many(self, prompts: Sequence[Prompt]) -> list[ConceptReport]:
         """:meth:`estimate` for many prompts, every model step batched across prompts."""
         prompts = list(prompts)
+        if self.n_samples > 1 and self.temperature > 0:
+            self.llm.capabilities.require_sampling(method="CLUE")
         greedy = self.llm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=0.0)
         samples = self.llm.generate(prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                     top_p=1.0, n=self.n_samples, seed=self.seed)
@@ -236,7 +250,8 @@ class CLUE:
                  for it in items]
         if any(not it["samples"] for it in items):
             raise ValueError("every item needs at least one sample")
-        extracted = self._extract([t for it in items for t in self._texts(it)])
+        check_samples_vary([it["samples"] for it in items], method="CLUE", sampling=self.llm.capabilities.sampling)
+        extracted, echoed = self._extract([t for it in items for t in self._texts(it)])
         pooled = [self._pool(it, [extracted[t] for t in self._texts(it)]) for it in items]
         pairs = [(s, HYPOTHESIS.format(concept=c)) for it, (reps, *_) in zip(items, pooled, strict=True)
                  for c in reps for s in it["samples"]]
@@ -247,11 +262,12 @@ class CLUE:
             mat = np.array([[next(probs) for _ in range(n)] for _ in reps]).reshape(len(reps), n).T  # (N, C)
             u = concept_uncertainty(mat) if reps else np.zeros(0)
             scores = [ConceptScore(c, float(u[j]), mat[:, j].tolist(), sources[j], aliases[j]) for j, c in enumerate(reps)]
-            scores.sort(key=lambda c: -c.uncertainty)
+            scores.sort(key=lambda c: (math.isnan(c.uncertainty), -c.uncertainty))  # unjudged (NaN) last
             texts = self._texts(it)
             bad = sum(not extracted[t] for t in texts)
             reports.append(ConceptReport(it["prompt"], it["answer"], it["samples"], scores, answer_reps,
-                                         self._aggregate(scores, answer_reps), bad, len(texts)))
+                                         self._aggregate(scores, answer_reps), bad, len(texts),
+                                         [c for t in texts for c in echoed[t]]))
         return reports
 
     # ------------------------------------------------------------------ steps
@@ -259,15 +275,21 @@ class CLUE:
     def _texts(item: dict[str, Any]) -> list[str]:
         return ([item["answer"]] if item["answer"] is not None else []) + item["samples"]
 
-    def _extract(self, texts: list[str]) -> dict[str, list[str]]:
-        """Concepts of each distinct text (one extractor call per distinct non-empty text)."""
+    def _extract(self, texts: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Valid concepts and dropped example copies of each distinct text (one extractor call per
+        distinct non-empty text)."""
         todo = [t for t in dict.fromkeys(texts) if t.strip()]
         out: dict[str, list[str]] = {t: [] for t in texts}
+        echoed: dict[str, list[str]] = {t: [] for t in texts}
         if todo:
-            answers = self.extractor.generate([EXTRACTION_TEMPLATE.format(text=t.strip()) for t in todo],
+            answers = self.extractor.generate([extraction_prompt(t.strip()) for t in todo],
                                               max_new_tokens=self.extract_max_new_tokens, temperature=0.0)
-            out.update({t: parse_concepts(a[0].text, self.max_concepts) for t, a in zip(todo, answers, strict=True)})
-        return out
+            for t, a in zip(todo, answers, strict=True):
+                concepts = parse_concepts(a[0].text, self.max_concepts)
+                copied = example_copies(concepts, t)
+                out[t] = [c for c, x in zip(concepts, copied, strict=True) if not x]
+                echoed[t] = [c for c, x in zip(concepts, copied, strict=True) if x]
+        return out, echoed
 
     def _pool(self, item: dict[str, Any], per_text: list[list[str]]):
         """Pooled representatives, their aliases and sources, and the answer's representatives."""
@@ -307,6 +329,7 @@ class CLUE:
 
     def _aggregate(self, scores: list[ConceptScore], answer_reps: list[str]) -> float:
         chosen = [c.uncertainty for c in scores if c.concept in answer_reps] or [c.uncertainty for c in scores]
+        chosen = [u for u in chosen if not math.isnan(u)]
         if not chosen:
             return math.nan
         return max(chosen) if self.agg == "max" else float(np.mean(chosen))

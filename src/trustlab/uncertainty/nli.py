@@ -2,7 +2,8 @@
 
 Both return P(entailment | premise, hypothesis) with the softmax taken over {contradiction,
 entailment} only (the zero-shot-classification convention of bart-large-mnli), so the two back-ends
-are on the same scale. Scores are cached per (premise, hypothesis) pair.
+are on the same scale. Scores are cached per (premise, hypothesis) pair. A black-box LLM's answer that
+is not one of the three labels is invalid: counted in :attr:`LLMNLI.validity` and scored NaN, never 0.5.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 
 from trustlab.errors import require
 from trustlab.models.base import ModelHandle
+from trustlab.validity import ValidityCounter
 
 NLI_TEMPLATE = (
     "Premise: {premise}\nHypothesis: {hypothesis}\n"
@@ -51,14 +53,24 @@ class _Cached:
         raise NotImplementedError
 
 
+NLI_LABELS = {"entailment": ["entailment"], "neutral": ["neutral"], "contradiction": ["contradiction"]}
+
+
 class LLMNLI(_Cached):
     """An LLM as NLI model: next-token probabilities of the words entailment / contradiction.
 
     Args:
-        model: any handle (white-box: exact label-token probabilities; black-box: an approximation,
-            see :func:`trustlab.models.labels.label_logprobs`).
-        template: the prompt, with ``{premise}`` and ``{hypothesis}``.
+        model: any handle. White-box: exact label-token probabilities. Black-box: the generated answer
+            is parsed strictly (:func:`trustlab.models.labels.parse_label`: entailment, neutral or
+            contradiction); with server log-probs it becomes an approximate distribution, without them a
+            hard label (scores 1, 0.5 or 0). An answer that names no single label scores NaN and is
+            counted in :attr:`validity`.
+        template: the prompt, with ``{premise}`` and ``{hypothesis}``; it must ask for one of the
+            three label words.
         max_chars: premises are cut to this many characters (default 1000).
+
+    Attributes:
+        validity: scored pairs whose answer parsed into a label, and why the others did not.
 
     Example:
         >>> nli = LLMNLI(load_model())
@@ -71,14 +83,19 @@ class LLMNLI(_Cached):
         self.template = template
         self.max_chars = max_chars
         self.name = f"llm-nli:{model.name}"
+        self.validity = ValidityCounter()
 
     def _score(self, pairs: list[tuple[str, str]]) -> list[float]:
         from trustlab.models.labels import label_logprobs
 
         prompts = [self.template.format(premise=p[: self.max_chars], hypothesis=h) for p, h in pairs]
-        labels = {"entailment": ["entailment"], "neutral": ["neutral"], "contradiction": ["contradiction"]}
         out = []
-        for d in label_logprobs(self.model, prompts, labels):
+        for d in label_logprobs(self.model, prompts, NLI_LABELS, on_invalid="none"):
+            if d is None:
+                self.validity.invalid("answer is not one of entailment / neutral / contradiction")
+                out.append(math.nan)
+                continue
+            self.validity.valid()
             e, c = math.exp(d["entailment"]), math.exp(d["contradiction"])
             out.append(e / (e + c) if e + c > 0 else 0.5)
         return out
