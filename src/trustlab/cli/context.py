@@ -30,7 +30,11 @@ def _floats(text: str) -> tuple[float, ...]:
 def context(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
             lengths: str, depths: str, needles: int, qa: str, qa_source: str | None, qa_limit: int, alphas: str,
             indicator: bool, max_new_tokens: int) -> None:
-    """Does the model use the context its user gives? Writes OUT/report.html with NIH heatmaps."""
+    """Does the model use the context its user gives? Writes OUT/report.html with NIH heatmaps.
+
+    A rerun with the same options resumes from the answers already in OUT/samples.jsonl; with other
+    options it starts over (the previous run moves to OUT/.superseded/).
+    """
     from trustlab.bench.context_qa import counterfactual_items, load_qa
     from trustlab.context.audit import evaluate
     from trustlab.report import RunFolder
@@ -40,7 +44,7 @@ def context(model_spec: str, model_name: str | None, attn_implementation: str | 
              else load_qa(qa, qa_source, limit=qa_limit))
     run = RunFolder(out, {"command": "eval context", "model": model.describe(), "seed": seed, "lengths": lengths,
                           "depths": depths, "needles": needles, "qa": qa, "qa_source": qa_source,
-                          "alphas": alphas, "indicator": indicator, "max_new_tokens": max_new_tokens})
+                          "qa_limit": qa_limit, "alphas": alphas, "indicator": indicator, "max_new_tokens": max_new_tokens})
     sections = evaluate(model, run, lengths=[int(x) for x in _floats(lengths)], depths=_floats(depths),
                         needles=needles, qa=items, qa_task=qa, alphas=_floats(alphas),
                         indicator=" [IND]" if indicator else "", new_tokens=max_new_tokens)

@@ -45,7 +45,8 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
 
     Each line is {"messages": [...]} (the last message is the assistant's target) or
     {"prompt": ..., "response": ...}; the loss covers the response only. Writes the run folder and the
-    LoRA adapter (out/adapter, loadable with peft.PeftModel.from_pretrained).
+    LoRA adapter (out/adapter, loadable with peft.PeftModel.from_pretrained). A rerun starts over (the
+    previous run moves to OUT/.superseded/).
     """
     from trustlab.report import RunFolder, Section, plt
     from trustlab.train import SFTConfig, lora_finetune, read_examples
@@ -55,7 +56,7 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
                     max_length=max_length, warmup_steps=warmup_steps, weight_decay=weight_decay,
                     loraplus_ratio=loraplus_ratio, seed=seed, extra_special_tokens=("[IND]",) if indicator else ())
     examples = read_examples(data)
-    run = RunFolder(out, {"command": "finetune", "data": str(data), "model": model_spec, **asdict(cfg)})
+    run = RunFolder(out, {"command": "finetune", "data": str(data), "model": model_spec, **asdict(cfg)}, fresh=True)
     handle = load_from_options(model_spec, model_name, attn_implementation)
     if indicator:
         from trustlab.context.indicator import label_for_indicator
@@ -80,6 +81,7 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
     ax.plot([r["step"] for r in log], [r["loss"] for r in log])
     ax.set(xlabel="step", ylabel="training loss", title=f"LoRA fine-tuning ({optimizer})")
     image = run.save_plot(fig, "loss")
-    run.write_report("LoRA fine-tuning", [Section("Training", text=f"{len(examples)} examples, {steps} steps, "
-                                                  f"{optimizer} at lr {lr:g}.", table=[results], images=[image])])
+    path = run.write_report("LoRA fine-tuning", [Section("Training", text=f"{len(examples)} examples, {steps} steps, "
+                                                         f"{optimizer} at lr {lr:g}.", table=[results], images=[image])])
     click.echo(f"final loss {results['final_loss']} after {steps} steps ({seconds:.1f} s); adapter in {out / 'adapter'}")
+    click.echo(f"report: {path}")

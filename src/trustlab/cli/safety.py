@@ -26,7 +26,10 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
 def jailbreak(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
               n_harmful: int, n_benign: int, harmful_source: str, data_dir: Path | None, gamma: float,
               max_new_tokens: int, judge: bool, smoothllm: bool) -> None:
-    """Attack success rate and benign refusal rate, undefended vs backtranslation (vs SmoothLLM)."""
+    """Attack success rate and benign refusal rate, undefended vs backtranslation (vs SmoothLLM).
+
+    Writes the run folder OUT; a rerun starts over (the previous run moves to OUT/.superseded/).
+    """
     from trustlab.report import RunFolder, write_json
     from trustlab.safety.audit import jailbreak_sections
     from trustlab.safety.jailbreak import attack_prompts, benign_prompts, evaluate_defenses, harmful_goals
@@ -37,7 +40,8 @@ def jailbreak(model_spec: str, model_name: str | None, attn_implementation: str 
     benign = benign_prompts(n_benign, data_dir=data_dir, seed=seed)
     run = RunFolder(out, {"command": "eval jailbreak", "model": model.describe(), "seed": seed, "gamma": gamma,
                           "n_harmful": n_harmful, "n_benign": n_benign, "harmful_source": harmful_source,
-                          "max_new_tokens": max_new_tokens, "judge": judge, "smoothllm": smoothllm})
+                          "data_dir": str(data_dir) if data_dir else None, "max_new_tokens": max_new_tokens,
+                          "judge": judge, "smoothllm": smoothllm}, fresh=True)
     judge_ = LLMRefusalJudge(model) if judge else None
     res = evaluate_defenses(model, [a["prompt"] for a in attacks], [b["prompt"] for b in benign], gamma=gamma,
                             max_new_tokens=max_new_tokens, judge=judge_, smoothllm=smoothllm, seed=seed)

@@ -28,7 +28,10 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
 def uncertainty(questions: tuple[str, ...], model_spec: str, model_name: str | None, attn_implementation: str | None,
                 seed: int, out: Path, n_samples: int, temperature: float, max_new_tokens: int, nli: str, pooler: str,
                 tie_band: tuple[float, float] | None, agg: str, from_jsonl: Path | None) -> None:
-    """Print each concept of the answer(s) to QUESTIONS with its uncertainty U (higher = more uncertain)."""
+    """Print each concept of the answer(s) to QUESTIONS with its uncertainty U (higher = more uncertain).
+
+    Writes the run folder OUT; a rerun starts over (the previous run moves to OUT/.superseded/).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -42,7 +45,8 @@ def uncertainty(questions: tuple[str, ...], model_spec: str, model_name: str | N
                 pooler=pooler, tie_band=tuple(tie_band) if tie_band else None, agg=agg, seed=seed)
     run = RunFolder(out, {"command": "uncertainty", "model": model.describe(), "questions": list(questions),
                           "from_jsonl": str(from_jsonl) if from_jsonl else None, "n_samples": n_samples,
-                          "temperature": temperature, "nli": nli, "pooler": clue.pooler, "agg": agg, "seed": seed})
+                          "temperature": temperature, "max_new_tokens": max_new_tokens, "nli": nli,
+                          "pooler": clue.pooler, "tie_band": tie_band, "agg": agg, "seed": seed}, fresh=True)
     reports = clue.estimate_from_jsonl(str(from_jsonl)) if from_jsonl else clue.estimate_many(list(questions))
     console = Console()
     sections = []
