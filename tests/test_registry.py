@@ -195,3 +195,16 @@ def test_a_command_that_cannot_import_does_not_break_the_others(scratch_registry
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "cannot be loaded (no_such_module_for_trustlab:command)" in res.output
     assert runner.invoke(main, ["models", "--json"]).exit_code == 0
+
+
+def test_a_record_module_that_cannot_import_is_named_not_hidden(scratch_registry, monkeypatch):
+    monkeypatch.setattr(registry, "METHOD_MODULES", (*METHOD_MODULES, "trustlab.no_such_area.method"))
+    monkeypatch.setattr(registry, "_LOAD_ERRORS", {})
+    monkeypatch.setattr(registry, "_discovered", False)
+    assert {m.id for m in all_methods()} >= {m.id for m in REGISTERED}  # the others still load
+    assert "trustlab.no_such_area.method" in load_errors()
+    with pytest.raises(UnknownMethodError, match="not loaded: trustlab.no_such_area.method"):
+        get_method("no-such-area-method")
+    res = CliRunner().invoke(main, ["results", "table"])
+    assert res.exit_code == 2 and "could not be imported, so the table would omit them" in res.output
+    assert CliRunner().invoke(main, ["reproduce", "--help"]).exit_code == 0

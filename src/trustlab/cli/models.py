@@ -73,23 +73,23 @@ def generate(prompts: tuple[str, ...], model_spec: str, model_name: str | None, 
     run = RunFolder(out, {"command": "generate", "model": model.describe(), "prompts": list(prompts), "seed": seed,
                           "n": n, "temperature": temperature, "max_new_tokens": max_new_tokens,
                           "chat_template": not no_chat_template, "logprobs": logprobs})
-    done = run.done_keys()
+    stored = {row["id"]: row for row in run.samples() if "id" in row}
     t0 = time.perf_counter()
     generated = 0
+    table = []
     for i, prompt in enumerate(prompts):
         ids = [f"{i}-{j}" for j in range(n)]
-        if not set(ids) <= done:
+        if not all(id_ in stored for id_ in ids):
             samples = model.generate([prompt], chat_template=not no_chat_template, max_new_tokens=max_new_tokens,
                                      temperature=temperature, n=n, seed=seed + i, logprobs=logprobs)[0]
             for id_, j, g in zip(ids, range(n), samples, strict=True):
-                run.add_sample({"id": id_, "prompt_index": i, "sample": j, "prompt": prompt, **g.to_dict()})
+                row = {"id": id_, "prompt_index": i, "sample": j, "prompt": prompt, **g.to_dict()}
+                run.add_sample(row)  # skips an id written before the interruption
+                stored.setdefault(id_, row)
             generated += 1
-    rows = {row["id"]: row for row in run.samples()}
-    table = []
-    for i, prompt in enumerate(prompts):
         click.secho(f"> {prompt}", bold=True)
-        for j in range(n):
-            row = rows[f"{i}-{j}"]
+        for j, id_ in enumerate(ids):
+            row = stored[id_]
             click.echo(f"{f'[{j}] ' if n > 1 else ''}{row['text']}")
             if logprobs and row.get("token_logprobs") is not None:
                 click.echo("    " + " ".join(f"{t!r}:{lp:.2f}" for t, lp in zip(row.get("tokens") or [],
