@@ -116,24 +116,28 @@ _LOAD_ERRORS: dict[str, str] = {}
 _discovered = False
 
 
-def register_method(**fields: Any) -> MethodRecord:
+def register_method(*, id: str, title: str, area: str, spec: str, reproduce: str | None = None,
+                    audit: str | None = None, section: str | None = None,
+                    cli: Mapping[str, str] | None = None) -> MethodRecord:
     """Register one method's record (call it once, at the end of the method package's ``method.py``).
 
     Args:
-        **fields: the :class:`MethodRecord` fields (``id``, ``title``, ``area``, ``spec``, and optionally
-            ``reproduce``, ``audit``, ``section``, ``cli``).
+        id, title, area, spec, reproduce, audit, section, cli: the :class:`MethodRecord` fields.
 
     Returns:
         The record.
 
     Raises:
-        ValueError: another record already has this id, or this audit section name.
+        ValueError: another record already has this id, or this audit section name; or a field is invalid
+            (an unknown area, an entry that is not ``"module:attr"``).
 
     Example:
         >>> register_method(id="my-method", title="My method", area="defend", spec="my-method.md",
-        ...                 audit="my_pkg.audit:run")
+        ...                 audit="my_pkg.audit:run").section
+        'my-method'
     """
-    record = MethodRecord(**fields)
+    record = MethodRecord(id=id, title=title, area=area, spec=spec, reproduce=reproduce, audit=audit,
+                          section=section, cli=dict(cli or {}))
     old = _RECORDS.get(record.id)
     if old is not None and old != record:
         raise ValueError(f"method {record.id!r} is already registered with different fields")
