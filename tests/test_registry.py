@@ -182,6 +182,9 @@ def test_a_method_registered_at_run_time_appears_everywhere(scratch_registry, tm
     summary = json.loads((tmp_path / "runs" / "reproduce" / "throwaway" / "summary.json").read_text())
     summary = summary if isinstance(summary, list) else [summary]
     assert summary[0]["setup"]["quick"] is True and not (tmp_path / "results").exists()
+    res = runner.invoke(main, ["reproduce", "throwaway", "--quick", "--out", "results/throwaway"])
+    assert res.exit_code == 2 and "a quick run is a smoke test" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "results").exists()  # refused before running
 
 
 def test_a_command_that_cannot_import_does_not_break_the_others(scratch_registry):

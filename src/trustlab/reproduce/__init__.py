@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trustlab.errors import TrustlabError
 from trustlab.registry import get_reproduction, resolve
-from trustlab.report.schema import Claim
+from trustlab.report.schema import Claim, _under_results
 
 
 def default_out(method: str, *, quick: bool) -> Path:
@@ -30,9 +31,14 @@ def run_reproduction(method: str, out: str | Path | None = None, *, quick: bool 
 
     Raises:
         UnknownMethodError: no registered method with a reproduction has this id.
+        TrustlabError: a quick run aimed at ``results/`` (refused before it runs, not after).
 
     Example:
         >>> claims = run_reproduction("lora-rite", quick=True)   # writes runs/reproduce/lora-rite/
     """
     record = get_reproduction(method)
-    return resolve(record.reproduce)(Path(out) if out else default_out(method, quick=quick), quick=quick, seed=seed)
+    out = Path(out) if out else default_out(method, quick=quick)
+    if quick and _under_results(out):  # write_summary would refuse it at the end of the run
+        raise TrustlabError(f"a quick run is a smoke test, not the committed numbers: write it outside results/ "
+                            f"(not {out}), e.g. the default {default_out(method, quick=True)}")
+    return resolve(record.reproduce)(out, quick=quick, seed=seed)
