@@ -12,10 +12,14 @@ The file has two layers, as in optax: batched math on stacked ``(k, rows, r)`` f
 the ``torch.optim.Optimizer`` wrapper :class:`LoRARITE` that pairs, stacks and keeps state.
 
 Implementation choices (see the module spec for the method):
-- The factor decomposition ``X = U R`` uses ``R = chol(X^T X)^T`` (an R-factor of QR up to signs)
-  with an eigen-decomposition pseudo-inverse fallback for rank-deficient factors. The method is
-  invariant to which orthonormal basis is used, so this gives the same trajectory as Householder QR
-  in exact arithmetic, at a fraction of the cost of a batched QR of tall matrices.
+- The factor decomposition ``X = U R`` uses ``R = chol(X^T X)^T`` (an R-factor of QR up to signs),
+  one Gram product per factor. The Gram matrix squares the condition number, so a factor whose
+  Cholesky-based estimate ``eps * kappa^2`` exceeds :data:`BASIS_TOL` (or that is rank-deficient) is
+  decomposed again by a float64 Householder QR (:func:`qr_rinv`, pseudo-inverse on its numerical
+  range), and the products that depend on its ``R^-1`` (basis change, unmagnified Gram) are recomputed
+  from explicit float64 bases. The method is invariant to which orthonormal basis is used, so this
+  gives the same trajectory as Householder QR everywhere, at the cost of one Gram product per factor
+  for the well-conditioned ones (the common case).
 - Instead of the basis ``U`` the state keeps the previous factor and its ``R^-1``
   (``U_old = X_old R_old^-1``), which saves one tall matmul per factor and step.
 - All ``r x r`` algebra runs in float64; tall ``rows x r`` products run in the parameter dtype
@@ -40,7 +44,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -61,30 +65,68 @@ def bias_corrected_decay(beta: float, step: torch.Tensor) -> torch.Tensor:
     return beta * (1 - beta ** (t - 1)) / (1 - beta**t)
 
 
-def factor_rinv(gram: torch.Tensor, rtol: float) -> torch.Tensor:
-    """``R^-1`` (pseudo-inverse where rank-deficient) for factors with Gram matrices ``X^T X = R^T R``.
+# One-pass Cholesky basis accepted while ``eps * kappa_est^2`` stays below this: its orthonormality error
+# grows like ``eps * kappa^2`` (about 1e-6 here in float32), so well-conditioned factors keep the fast path.
+BASIS_TOL = 1e-5
+
+
+def cholesky_rinv(gram: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``R^-1`` from ``X^T X = R^T R`` (one Cholesky pass), a condition estimate and whether to trust it.
+
+    The Gram matrix squares the condition number, so the basis ``U = X R^-1`` is orthonormal only to
+    about ``eps * kappa(X)^2``. The estimate ``max_i (X^T X)_ii * ||R^-1||_F^2`` lies within a factor
+    ``r`` of ``kappa(X)^2`` either way (from the Cholesky factor already computed, no extra tall work).
 
     Args:
-        gram: ``(k, r, r)`` float64 Gram matrices.
-        rtol: squared singular values below ``rtol * max`` count as zero (rank deficiency).
+        gram: ``(k, r, r)`` float64 Gram matrices, computed from factors whose unit roundoff is ``eps``.
+        eps: machine epsilon of the dtype the Gram products ran in.
 
     Returns:
-        ``(k, r, r)`` float64 ``R^-1``: ``U = X R^-1`` has orthonormal columns on the factor's range and
-        zero columns elsewhere; a zero factor gives ``R^-1 = 0``.
+        ``(rinv, cond, ok)``: ``(k, r, r)`` ``R^-1``, ``(k,)`` estimated ``kappa(X)`` and ``(k,)`` bool: the
+        factorization succeeded and ``eps * cond^2 <= BASIS_TOL`` (or the factor is zero: ``R^-1 = 0``). Where ``ok`` is False, use
+        :func:`qr_rinv` on the factor itself.
     """
-    scale = gram.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(_F64).tiny)  # (k,)
     chol, info = torch.linalg.cholesky_ex(gram)  # gram = L L^T, R = L^T
-    pivots = chol.diagonal(dim1=-2, dim2=-1).square().amin(-1)
-    ok = (info == 0) & (pivots > rtol * scale)
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device).expand_as(gram)
     rinv = torch.linalg.solve_triangular(chol.mT, eye, upper=True)  # L^-T
-    if not bool(ok.all()):
-        bad = ~ok
-        w, q = torch.linalg.eigh(gram[bad])  # X = (X Q diag(w^-1/2)) (diag(w^1/2) Q^T)
-        keep = w > rtol * w.amax(-1, keepdim=True).clamp_min(torch.finfo(_F64).tiny)
-        inv_sqrt = torch.where(keep, w.clamp_min(torch.finfo(_F64).tiny).rsqrt(), torch.zeros_like(w))
-        rinv[bad] = q * inv_sqrt.unsqueeze(-2)
-    return rinv
+    scale = gram.diagonal(dim1=-2, dim2=-1).amax(-1)  # (k,)
+    zero = scale == 0  # a zero factor (PEFT's lora_B at init): R^-1 = 0 exactly, no fallback needed
+    cond2 = torch.where(zero, 1.0, scale * rinv.square().sum((-2, -1)))
+    rinv = torch.where(zero[:, None, None], 0.0, rinv)
+    ok = zero | ((info == 0) & cond2.isfinite() & (eps * cond2 <= BASIS_TOL))
+    return rinv, cond2.clamp_min(1.0).sqrt(), ok
+
+
+def qr_rinv(x: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``R^-1`` (pseudo-inverse where rank-deficient) from a float64 Householder QR of the factors themselves.
+
+    For ill-conditioned or rank-deficient factors, where :func:`cholesky_rinv` is not accurate. With
+    ``X = Q R`` and ``R = W diag(s) Z^T``, ``R^+ = Z diag(1/s)`` on the kept directions: ``U = X R^+`` has
+    orthonormal columns spanning the factor's range and zero columns elsewhere.
+
+    Args:
+        x: ``(k, rows, r)`` factors (any float dtype; the QR runs in float64).
+        rtol: singular values ``s <= rtol * max(s)`` count as zero: the factor's numerical rank deficiency.
+            Use ``eps`` of the factor's dtype: rounding a rank-deficient factor to float32 leaves spurious
+            singular values near ``0.3 eps * max(s)``, so smaller directions are noise.
+
+    Returns:
+        ``(rinv, cond)``: ``(k, r, r)`` float64 ``R^+`` and ``(k,)`` ``max(s) / min(kept s)`` (1 when nothing
+        is kept: a zero factor gives ``R^+ = 0``).
+
+    Example:
+        >>> x = torch.randn(64, 4, dtype=torch.float64) @ torch.diag(torch.tensor([1.0, 1e-3, 1e-6, 0.0], dtype=torch.float64))
+        >>> rinv, cond = qr_rinv(x[None], rtol=1e-12)
+        >>> int((rinv.abs().sum(-2) > 0).sum())  # kept directions
+        3
+    """
+    r = torch.linalg.qr(x.to(_F64), mode="r")[1]  # (k, r, r)
+    _, s, zt = torch.linalg.svd(r)
+    keep = s > rtol * s[..., :1]
+    inv = torch.where(keep, 1.0 / s.clamp_min(torch.finfo(_F64).tiny), torch.zeros_like(s))
+    s_min = torch.where(keep, s, torch.full_like(s, math.inf)).amin(-1)
+    cond = torch.where(keep.any(-1), s[..., 0] / s_min, torch.ones_like(s_min))
+    return zt.mT * inv.unsqueeze(-2), cond
 
 
 def inverse_root(v: torch.Tensor, rho: torch.Tensor, eps: float) -> torch.Tensor:
@@ -113,6 +155,22 @@ def _trace(x: torch.Tensor) -> torch.Tensor:
 
 def _sym(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (x + x.mT)
+
+
+def _gram(x: torch.Tensor) -> torch.Tensor:
+    return _sym(x.mT @ x)
+
+
+def _masked(views: list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]], mask: torch.Tensor,
+            ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(j, x_j, x_old_j, g_j)`` (each ``(rows, r)``) for the factors ``j`` where ``mask`` is set."""
+    todo = set(mask.nonzero().flatten().tolist())
+    if not todo:
+        return
+    for js, x, x_old, gx in views:
+        for pos, j in enumerate(js):
+            if j in todo:
+                yield j, x[pos], x_old[pos], gx[pos]
 
 
 def _stack(ts: list[torch.Tensor]) -> torch.Tensor:
@@ -145,10 +203,12 @@ class LoRARITE(torch.optim.Optimizer):
     ``lora_B`` is small, ``lora_A``'s step in parameter space is large but the change of
     ``delta_W`` is not (it is invariant).
 
-    Non-finite gradients (NaN/inf in any pair or companion parameter): the whole step is skipped,
+    Non-finite gradients (NaN/inf in any pair or companion parameter), or factors so large that their
+    products overflow: the whole step is skipped,
     no parameter or state changes, and :attr:`skipped_steps` counts it; :attr:`skipped_updates` counts
-    the factor updates that ``update_skipping`` zeroed. Rank-deficient factors use a
-    pseudo-inverse (directions outside the factor's range get no update from it). Pairs whose factors
+    the factor updates that ``update_skipping`` zeroed. Ill-conditioned factors are decomposed by
+    Householder QR (:attr:`basis_fallbacks` counts them); rank-deficient ones use a pseudo-inverse
+    (directions below ``eps`` times the largest singular value get no update from it). Pairs whose factors
     have no gradient are left alone and their step count does not advance.
 
     Args:
@@ -209,6 +269,7 @@ class LoRARITE(torch.optim.Optimizer):
             group["lora"] = False
         group.setdefault("skipped_steps", 0)
         group.setdefault("skipped_updates", 0)
+        group.setdefault("basis_fallbacks", 0)
         self.__dict__.pop("_layout_cache", None)  # keyed by group identity: rebuild after any change
         super().add_param_group(group)
 
@@ -221,6 +282,11 @@ class LoRARITE(torch.optim.Optimizer):
     def skipped_updates(self) -> int:
         """How many factor updates ``update_skipping`` zeroed (all groups, all steps)."""
         return sum(int(g["skipped_updates"]) for g in self.param_groups)
+
+    @property
+    def basis_fallbacks(self) -> int:
+        """How many factor decompositions were ill-conditioned and redone by Householder QR (all steps)."""
+        return sum(int(g["basis_fallbacks"]) for g in self.param_groups)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load state, keeping the saved dtypes (torch would cast the float64 ``r x r`` statistics)."""
@@ -271,6 +337,7 @@ class LoRARITE(torch.optim.Optimizer):
         norm = torch.stack([s[1] for s in sumsq]).sum().sqrt() if sumsq else None
         for blk in plans:
             blk.group["skipped_updates"] += int((blk.keep == 0).sum())
+            blk.group["basis_fallbacks"] += blk.n_fallback
             blk.apply(norm)
         for g in self.param_groups:
             if not g["lora"]:
@@ -339,13 +406,17 @@ class _RankBlock:
                           exp_avg=p.new_zeros(shape, dtype=dt), prev_factor=p.new_zeros(shape, dtype=dt),
                           prev_rinv=p.new_zeros(r, r, dtype=_F64), exp_avg_sq=p.new_zeros(r, r, dtype=_F64),
                           escape=p.new_zeros((), dtype=_F64))
+            st.setdefault("basis_cond", p.new_ones((), dtype=_F64))  # kappa of prev_factor (absent in old checkpoints)
 
     def prepare(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decompose factors, unmagnify gradients; return (raw sum of squares, kept sum of squares)."""
+        """Decompose factors, unmagnify gradients; return (raw sum of squares, kept sum of squares).
+
+        The raw sum is NaN when anything the step needs is not finite (the step is then skipped).
+        """
         lay = self.lay
         n, r, dev = len(lay.params), lay.rank, lay.params[0].device
         gram, cross, gtg = (torch.empty(n, r, r, dtype=_F64, device=dev) for _ in range(3))
-        self.y, self.g = [], []
+        self.y, self.g, views = [], [], []
         for js, idx, rank_first in lay.buckets:
             # natural layout (k, r, rows) if rank_first else (k, rows, r); x = the (k, rows, r) view
             y = torch.stack([as_matrix(lay.params[j], lay.dims[j])[0] for j in js]).to(lay.dtype)
@@ -356,17 +427,33 @@ class _RankBlock:
                                                (gx.mT @ gx).to(_F64))
             self.y.append(y)
             self.g.append(g)
-        self.rinv = factor_rinv(_sym(gram), rtol=r * torch.finfo(lay.dtype).eps)  # (n, r, r)
+            views.append((js, x, x_old, gx))
+        eps = torch.finfo(lay.dtype).eps
+        self.rinv, self.cond, ok = cholesky_rinv(_sym(gram), eps)  # (n, r, r), (n,), (n,)
         rinv_old = torch.stack([st["prev_rinv"] for st in self.states])
+        cond_old = torch.stack([st["basis_cond"] for st in self.states])
+        self.n_fallback = int((~ok).sum())
+        for j, x, _, _ in _masked(views, ~ok):
+            rinv_j, cond_j = qr_rinv(x[None], rtol=eps)
+            self.rinv[j], self.cond[j] = rinv_j[0], cond_j[0]
         q = self.rinv.mT @ cross @ rinv_old  # U_new^T U_old of each factor
-        self.p = q[lay.partner]  # basis change of each factor's partner: P_A = U_B^T U_B,old
         rp = self.rinv[lay.partner]
         self.c_raw = _sym(rp.mT @ gtg @ rp)  # Gbar^T Gbar (n, r, r)
+        # Gram-type products in the factors' dtype lose about eps * kappa * kappa' of relative accuracy:
+        # where that exceeds the tolerance (ill-conditioned factors only), recompute them from explicit
+        # float64 bases U = X R^-1 and unmagnified gradients G R_p^-1.
+        for j, x, x_old, _ in _masked(views, eps * self.cond * cond_old > BASIS_TOL):
+            q[j] = (x.to(_F64) @ self.rinv[j]).mT @ (x_old.to(_F64) @ rinv_old[j])
+        for j, _, _, g in _masked(views, eps * self.cond[lay.partner] ** 2 > BASIS_TOL):
+            self.c_raw[j] = _gram(g.to(_F64) @ rp[j])
+        self.p = q[lay.partner]  # basis change of each factor's partner: P_A = U_B^T U_B,old
         sumsq = _trace(self.c_raw)
         skip = self.group["update_skipping"]
         rms = (sumsq.clamp_min(0) / (lay.rows * r)).sqrt()
         self.keep = (rms <= skip).to(_F64) if skip > 0 else torch.ones_like(rms)
-        return sumsq.sum(), (self.keep * sumsq.nan_to_num(0.0)).sum()
+        # a basis change that overflowed (factors too large for their dtype) makes the step non-finite too
+        raw = torch.where(self.p.isfinite().all(), sumsq.sum(), torch.nan)
+        return raw, (self.keep * sumsq.nan_to_num(0.0)).sum()
 
     def apply(self, norm: torch.Tensor) -> None:
         grp, st, lay = self.group, self.states, self.lay
@@ -414,10 +501,12 @@ class _RankBlock:
         if grp["balance_param"]:
             _balance(lay.params)
         steps_f = steps.to(torch.float32)
-        for s, t_j, m_j, y_j, ri_j, v_j, rho_j in zip(st, steps_f.unbind(0), new_m, new_y, self.rinv.unbind(0),
-                                                      v.unbind(0), rho.unbind(0), strict=True):
+        for s, t_j, m_j, y_j, ri_j, v_j, rho_j, c_j in zip(st, steps_f.unbind(0), new_m, new_y, self.rinv.unbind(0),
+                                                           v.unbind(0), rho.unbind(0), self.cond.unbind(0),
+                                                           strict=True):
             s["step"], s["exp_avg"], s["prev_factor"], s["prev_rinv"], s["exp_avg_sq"], s["escape"] = (
                 t_j, m_j, y_j, ri_j, v_j, rho_j)
+            s["basis_cond"] = c_j
 
 
 def _balance(params: list[torch.Tensor]) -> None:
