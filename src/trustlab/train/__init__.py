@@ -2,6 +2,8 @@
 
 from trustlab.train.sft import (
     SFTConfig,
+    SFTLog,
+    TrainingDivergedError,
     add_lora,
     lora_finetune,
     make_optimizer,
@@ -9,4 +11,5 @@ from trustlab.train.sft import (
     tokenize_example,
 )
 
-__all__ = ["SFTConfig", "add_lora", "lora_finetune", "make_optimizer", "read_examples", "tokenize_example"]
+__all__ = ["SFTConfig", "SFTLog", "TrainingDivergedError", "add_lora", "lora_finetune", "make_optimizer",
+           "read_examples", "tokenize_example"]

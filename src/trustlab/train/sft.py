@@ -9,12 +9,18 @@ The optimizer is picked by name (``lora-rite``, ``adamw``, ``loraplus``) and han
 ``Trainer(optimizers=(opt, sched))``. ``extra_special_tokens`` adds tokens (e.g. an ``[IND]`` indicator)
 to the tokenizer, resizes the embeddings and trains only those new rows (PEFT
 ``trainable_token_indices``), next to the LoRA pairs.
+
+Divergence: a non-finite loss stays in the log (``"loss": None, "nonfinite": "nan"``), the returned
+:class:`SFTLog` is flagged ``diverged`` with the first such step and a warning is issued; training stops
+after ``stop_after_nonfinite`` consecutive non-finite losses. Callers that save the adapter call
+:meth:`SFTLog.raise_if_diverged` first (:class:`TrainingDivergedError`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +54,9 @@ class SFTConfig:
         seed: seed of LoRA init and data order.
         extra_special_tokens: new special tokens to add and train (their embedding rows only).
         logging_steps: loss is logged every this many steps.
+        stop_after_nonfinite: stop training after this many consecutive non-finite logged losses
+            (0 = never stop early); the run is flagged diverged either way.
+        lora_rite_options: extra :class:`~trustlab.optim.LoRARITE` options (lora-rite only).
     """
 
     optimizer: str = "lora-rite"
@@ -66,7 +75,88 @@ class SFTConfig:
     seed: int = 0
     extra_special_tokens: tuple[str, ...] = ()
     logging_steps: int = 1
+    stop_after_nonfinite: int = 3
     lora_rite_options: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingDivergedError(TrustlabError, RuntimeError):
+    """Training produced non-finite losses: the adapter is not a usable result."""
+
+
+class SFTLog(list):
+    """The logged losses (``{"step", "loss"}`` dicts, ``loss`` None where it was not finite) and run flags.
+
+    Attributes:
+        diverged: some logged loss was NaN or infinite.
+        first_nonfinite_step: the first such step (None if none).
+        nonfinite_steps: how many logged losses were non-finite.
+        stopped_early: training stopped after ``stop_after_nonfinite`` consecutive non-finite losses.
+        planned_steps: the steps training was configured for.
+
+    Example:
+        >>> log = SFTLog([{"step": 1, "loss": 2.0}, {"step": 2, "loss": None, "nonfinite": "nan"}], planned_steps=2)
+        >>> log.diverged, log.first_nonfinite_step
+        (True, 2)
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], planned_steps: int, stopped_early: bool = False):
+        super().__init__(rows)
+        bad = [r["step"] for r in rows if r.get("nonfinite")]
+        self.diverged = bool(bad)
+        self.first_nonfinite_step = bad[0] if bad else None
+        self.nonfinite_steps = len(bad)
+        self.stopped_early = stopped_early
+        self.planned_steps = planned_steps
+
+    def flags(self) -> dict[str, Any]:
+        """The run-level flags as a JSON-ready dict (for ``results.json``)."""
+        return {"diverged": self.diverged, "first_nonfinite_step": self.first_nonfinite_step,
+                "nonfinite_steps": self.nonfinite_steps, "stopped_early": self.stopped_early,
+                "steps_run": self[-1]["step"] if self else 0, "planned_steps": self.planned_steps}
+
+    def describe(self) -> str:
+        """One line on the divergence ('' when the run stayed finite)."""
+        if not self.diverged:
+            return ""
+        stop = (f"; stopped at step {self[-1]['step']} of {self.planned_steps}" if self.stopped_early else "")
+        return (f"training diverged: non-finite loss first at step {self.first_nonfinite_step} "
+                f"({self.nonfinite_steps} of {len(self)} logged steps){stop}")
+
+    def raise_if_diverged(self) -> None:
+        """Raise :class:`TrainingDivergedError` when the run diverged (lower the lr, or add warm-up)."""
+        if self.diverged:
+            raise TrainingDivergedError(f"{self.describe()}: the adapter is not a usable result; lower --lr or "
+                                        "add --warmup-steps")
+
+
+def _log_rows(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Training-loss rows of the Trainer's log; a non-finite loss becomes ``None`` with ``nonfinite``."""
+    rows = []
+    for h in log_history:
+        if "loss" not in h:
+            continue
+        loss = float(h["loss"])
+        rows.append({"step": h["step"], "loss": loss} if math.isfinite(loss)
+                    else {"step": h["step"], "loss": None, "nonfinite": str(loss)})
+    return rows
+
+
+def _nonfinite_stopper(transformers: Any, patience: int) -> Any:
+    """A TrainerCallback that stops training after ``patience`` consecutive non-finite logged losses."""
+
+    class StopOnNonFinite(transformers.TrainerCallback):
+        def __init__(self) -> None:
+            self.run = 0
+            self.stopped = False
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if not logs or "loss" not in logs:
+                return
+            self.run = 0 if math.isfinite(float(logs["loss"])) else self.run + 1
+            if patience and self.run >= patience:
+                control.should_training_stop = self.stopped = True
+
+    return StopOnNonFinite()
 
 
 def read_examples(path: str | Path) -> list[dict[str, Any]]:
@@ -158,8 +248,11 @@ def make_optimizer(model: Any, config: SFTConfig) -> tuple[torch.optim.Optimizer
 
 
 def lora_finetune(model: Any, tokenizer: Any, examples: list[dict[str, Any]], config: SFTConfig,
-                  output_dir: str | Path | None = None) -> tuple[Any, list[dict[str, float]]]:
-    """LoRA fine-tune ``model`` on ``examples`` with the HF Trainer; returns ``(peft_model, log_history)``.
+                  output_dir: str | Path | None = None) -> tuple[Any, SFTLog]:
+    """LoRA fine-tune ``model`` on ``examples`` with the HF Trainer; returns ``(peft_model, log)``.
+
+    ``log`` lists the logged losses; it is flagged (``log.diverged``, a warning) when a loss was NaN or
+    infinite, and training stops after ``config.stop_after_nonfinite`` consecutive such losses.
 
     Args:
         model: a transformers causal LM (not yet wrapped with PEFT).
@@ -190,10 +283,13 @@ def lora_finetune(model: Any, tokenizer: Any, examples: list[dict[str, Any]], co
             output_dir=str(output_dir or tmp), max_steps=config.steps, per_device_train_batch_size=config.batch_size,
             logging_steps=config.logging_steps, save_strategy="no", report_to=[], seed=config.seed,
             data_seed=config.seed, max_grad_norm=clip, use_cpu=not torch.cuda.is_available(),
-            remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0)
+            remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
+            logging_nan_inf_filter=False)  # the filter would replace a NaN loss by the running mean
+        stopper = _nonfinite_stopper(transformers, config.stop_after_nonfinite)
         trainer = transformers.Trainer(model=peft_model, args=args, train_dataset=data,
-                                       data_collator=_collate(pad_id), optimizers=(opt, sched))
+                                       data_collator=_collate(pad_id), optimizers=(opt, sched), callbacks=[stopper])
         trainer.train()
-    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
-               if "loss" in h and math.isfinite(h["loss"])]
-    return peft_model, history
+    log = SFTLog(_log_rows(trainer.state.log_history), planned_steps=config.steps, stopped_early=stopper.stopped)
+    if log.diverged:
+        warnings.warn(log.describe(), RuntimeWarning, stacklevel=2)
+    return peft_model, log
