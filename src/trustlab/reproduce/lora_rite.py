@@ -5,12 +5,18 @@ Pass conditions, fixed before running:
    transform and task) while AdamW and LoRA+ deviate by >= 1e-3.
 2. Digits: LoRA-RITE's best-lr (chosen on validation) mean test accuracy >= AdamW's.
 3. Digits init scaling (``lora_A`` x 100): LoRA-RITE's loss curve changes <= 1e-6 relative, AdamW's > 1e-3.
-4. SmolLM2: LoRA-RITE's best-lr mean held-out exact match >= AdamW's (the paper's direction).
-Each run is appended to ``samples.jsonl`` as it finishes, so an interrupted reproduction resumes.
+4. SmolLM2: LoRA-RITE's best-lr mean held-out exact match >= AdamW's (the paper's direction). Measurable
+   only if at least 50% of the generations behind the decision (both optimizers at their best lr, all
+   seeds) parse into an answer (:func:`~trustlab.reproduce.lora_rite_llm.parse_answer`).
+Intervals: for 2 and 4, a paired bootstrap over test items of the per-item correctness averaged over
+seeds (ours - AdamW); 1 and 3 are deterministic float64 checks (no interval).
+Each run is appended to ``samples.jsonl`` as it finishes; the run folder is keyed by the grid, so an
+interrupted reproduction with the same grid resumes and another grid starts fresh.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +26,7 @@ from typing import Any
 import torch
 
 from trustlab.report import Claim, RunFolder, Section, plt, progress, write_json, write_summary
+from trustlab.report.stats import bootstrap_diff_ci
 from trustlab.reproduce.lora_rite_toys import (
     digits_data,
     invariance_deviation,
@@ -36,6 +43,8 @@ DIGITS_LRS = {"lora-rite": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1], "adamw": [3e-3, 1e-2,
 # LoRA-RITE and AdamW share one lr grid; LoRA+ (ratio 16) is shifted down because its lora_B lr is 16x.
 LLM_STEPS, LLM_BATCH = 24, 4
 LLM_LRS = {"lora-rite": [3e-4, 1e-3, 3e-3], "adamw": [3e-4, 1e-3, 3e-3], "loraplus": [1e-4, 3e-4, 1e-3]}
+MIN_VALID_RATE = 0.5  # SmolLM2 claim: below this share of parsed answers it is not measurable
+ROW_FORMAT = 2  # rows carry per-item correctness (and validity); older rows are not resumed
 
 
 @contextmanager
@@ -55,14 +64,19 @@ def _opt(name: str) -> tuple[str, dict[str, Any]]:
     return name, {}
 
 
-def _resumed(run: RunFolder, kind: str, key: dict[str, Any], fn) -> dict[str, Any]:
+def _resumed(run: RunFolder, done: dict[str, dict[str, Any]], kind: str, key: dict[str, Any], fn) -> dict[str, Any]:
+    """The row for ``key``: read back from ``done`` (a resumed run's rows by id) or computed and appended."""
     rid = f"{kind}:" + ":".join(f"{k}={v}" for k, v in key.items())
-    for row in run.samples():
-        if row.get("id") == rid:
-            return row
-    row = {"id": rid, "kind": kind, **fn()}
-    run.add_sample(row)
-    return row
+    if rid not in done:
+        done[rid] = {"id": rid, "kind": kind, **fn()}
+        run.add_sample(done[rid])
+    return done[rid]
+
+
+def _per_item(rows: list[dict[str, Any]], name: str, lr: float, field: str) -> list[float]:
+    """Per test item: the mean over seeds of ``field`` (a 0/1 list) for optimizer ``name`` at ``lr``."""
+    lists = [r[field] for r in rows if r["name"] == name and r["lr"] == lr]
+    return [statistics.mean(col) for col in zip(*lists, strict=True)]
 
 
 def _best(rows: list[dict[str, Any]], select: str, report: str) -> dict[str, Any]:
@@ -80,7 +94,17 @@ def _best(rows: list[dict[str, Any]], select: str, report: str) -> dict[str, Any
     return out
 
 
-def _invariance(run: RunFolder) -> tuple[dict[str, Any], Claim]:
+def _plan(quick: bool, llm_lrs: dict[str, list[float]] | None = None, llm_seeds: int = 3) -> dict[str, Any]:
+    """Sizes and grids of the digits and SmolLM2 parts (quick: fewer lrs, seeds and steps). The run folder
+    is keyed by this plan."""
+    return {"digits": {"lr_grid": {k: v[1:3] for k, v in DIGITS_LRS.items()} if quick else DIGITS_LRS,
+                       "steps": 60 if quick else 150, "seeds": 1 if quick else 3},
+            "llm": {"lr_grid": llm_lrs or ({k: v[1:2] for k, v in LLM_LRS.items()} if quick else LLM_LRS),
+                    "seeds": 1 if quick else llm_seeds, "steps": 3 if quick else LLM_STEPS, "batch": LLM_BATCH,
+                    "n_test": 10 if quick else 50}}
+
+
+def _invariance(quick: bool) -> tuple[dict[str, Any], Claim]:
     settings = {"lora-rite": {}, "lora-rite (clip+skip active)": {"update_skipping": 0.3, "clip_unmagnified_grad": 0.05},
                 "lora-rite (escape+capping)": {"apply_escape": True, "update_capping": 0.5},
                 "adamw": {}, "loraplus": {}}
@@ -97,22 +121,24 @@ def _invariance(run: RunFolder) -> tuple[dict[str, Any], Claim]:
                   "max relative deviation of Z = A B^T trajectories, 50 steps, float64 (lower is better)",
                   ours, theirs, "AdamW / LoRA+ (smallest deviation among them)", bool(ours <= 1e-8 and theirs >= 1e-3),
                   {"Z*": "20 x 16, rank 4", "rank": 4, "steps": 50, "transforms": ["random R (sv 0.32-3.2)", "10 I"],
-                   "tasks": ["factorization", "regression"]}, higher_is_better=False,
-                  note="ours = worst case over LoRA-RITE settings; baseline = best case over Adam-family runs")
+                   "tasks": ["factorization", "regression"], "quick": quick}, higher_is_better=False,
+                  note=("ours = worst case over LoRA-RITE settings; baseline = best case over Adam-family runs; "
+                        f"n = {len(table)} trajectory pairs compared; deterministic float64 check, no interval"),
+                  n=len(table), ci=None, valid_rate=None)
     return {"rows": table}, claim
 
 
-def _digits(run: RunFolder, quick: bool, seed: int) -> tuple[dict[str, Any], list[Claim]]:
+def _digits(run: RunFolder, done: dict[str, dict[str, Any]], quick: bool, seed: int,
+            ) -> tuple[dict[str, Any], list[Claim]]:
     data = digits_data(seed)
     base = pretrained_mlp(data, seed)
-    seeds = [seed] if quick else [seed, seed + 1, seed + 2]
-    steps = 60 if quick else 150
-    grid = {k: v[1:3] for k, v in DIGITS_LRS.items()} if quick else DIGITS_LRS
+    plan = _plan(quick)["digits"]
+    seeds, steps, grid = [seed + i for i in range(plan["seeds"])], plan["steps"], plan["lr_grid"]
     jobs = [(name, lr, s) for name, lrs in grid.items() for lr in lrs for s in seeds]
     rows = []
     for name, lr, s in progress(jobs, "digits LoRA runs"):
         opt, kw = _opt(name)
-        row = _resumed(run, "digits", {"opt": name, "lr": lr, "seed": s, "steps": steps},
+        row = _resumed(run, done, "digits", {"opt": name, "lr": lr, "seed": s, "steps": steps},
                        lambda opt=opt, lr=lr, s=s, kw=kw: lora_digits_run(base, data, opt, lr, seed=s, steps=steps, **kw))
         rows.append({**row, "name": name})
     best = _best(rows, "val_acc", "test_acc")
@@ -125,50 +151,79 @@ def _digits(run: RunFolder, quick: bool, seed: int) -> tuple[dict[str, Any], lis
         scaled[name] = max(abs(x - y) / max(abs(x), 1e-300) for x, y in zip(a, b, strict=True))
     setup = {"network": "MLP 64-128-10 pretrained on digits 0-4, frozen", "lora_rank": 4, "layers": "both linear",
              "fine_tune": "digits 5-9, split 50/25/25 train/val/test", "steps": steps, "batch": 64, "seeds": seeds,
-             "lr_grid": grid, "lr_selection": "best mean validation accuracy", "dtype": "float64"}
+             "lr_grid": grid, "lr_selection": "best mean validation accuracy", "dtype": "float64", "quick": quick}
+    ours_items = _per_item(rows, "lora-rite", best["lora-rite"]["lr"], "test_correct")
+    base_items = _per_item(rows, "adamw", best["adamw"]["lr"], "test_correct")
     claims = [
         Claim(METHOD, "LoRA-RITE fine-tunes LoRA more accurately than Adam", "test accuracy at the best lr (digits 5-9)",
               best["lora-rite"]["test_acc"], best["adamw"]["test_acc"], "AdamW",
-              bool(best["lora-rite"]["test_acc"] >= best["adamw"]["test_acc"]), setup),
+              bool(best["lora-rite"]["test_acc"] >= best["adamw"]["test_acc"]), setup, n=len(ours_items),
+              ci=bootstrap_diff_ci(ours_items, base_items, seed=seed), valid_rate=None,
+              note=(f"n = {len(ours_items)} test digits; accuracy and interval use each item's correctness averaged "
+                    f"over {len(seeds)} seeds (paired bootstrap over items; seed-to-seed spread not included)")),
         Claim(METHOD, "LoRA-RITE's training is unchanged when lora_A's init is scaled by 100 (lora_B / 100)",
               "max relative change of the training-loss curve (lower is better)", scaled["lora-rite"], scaled["adamw"],
-              "AdamW", bool(scaled["lora-rite"] <= 1e-6 and scaled["adamw"] > 1e-3), setup, higher_is_better=False),
+              "AdamW", bool(scaled["lora-rite"] <= 1e-6 and scaled["adamw"] > 1e-3), setup, higher_is_better=False,
+              n=steps, ci=None, valid_rate=None,
+              note=f"n = {steps} loss-curve points compared (seed {seed}, best lr); deterministic float64 check"),
     ]
     return {"best": best, "init_scale_change": scaled, "rows": rows}, claims
 
 
-def _llm(run: RunFolder, quick: bool, seed: int, lrs: dict[str, list[float]] | None,
-         n_seeds: int) -> tuple[dict[str, Any], Claim]:
+def _llm(run: RunFolder, done: dict[str, dict[str, Any]], quick: bool, seed: int,
+         lrs: dict[str, list[float]] | None, n_seeds: int) -> tuple[dict[str, Any], Claim]:
     from trustlab.models import load_model
     from trustlab.reproduce.lora_rite_llm import TASK, exact_match, llm_run, task_data
+    from trustlab.validity import ValidityCounter
 
     handle = load_model("embedded")
-    steps, n_test = (3, 10) if quick else (LLM_STEPS, 50)
-    train, test = task_data(steps * LLM_BATCH, n_test, seed)
-    seeds = [seed] if quick else [seed + i for i in range(n_seeds)]
-    grid = lrs or ({k: v[1:2] for k, v in LLM_LRS.items()} if quick else LLM_LRS)
-    base_acc = _resumed(run, "llm-base", {"n_test": n_test, "seed": seed},
-                        lambda: {"exact_match": exact_match(handle.model, handle.tokenizer, test)[0]})["exact_match"]
+    plan = _plan(quick, lrs, n_seeds)["llm"]
+    steps, grid = plan["steps"], plan["lr_grid"]
+    train, test = task_data(steps * LLM_BATCH, plan["n_test"], seed)
+    seeds = [seed + i for i in range(plan["seeds"])]
+    base = _resumed(run, done, "llm-base", {"n_test": plan["n_test"], "seed": seed},
+                    lambda: exact_match(handle.model, handle.tokenizer, test))
     jobs = [(name, lr, s) for s in seeds for name, lrs in grid.items() for lr in lrs]  # seed-major: partial runs stay balanced
     rows = []
     for name, lr, s in progress(jobs, "SmolLM2 LoRA runs"):
-        row = _resumed(run, "llm", {"opt": name, "lr": lr, "seed": s, "steps": steps},
+        row = _resumed(run, done, "llm", {"opt": name, "lr": lr, "seed": s, "steps": steps},
                        lambda name=name, lr=lr, s=s: llm_run(handle.model, handle.tokenizer, train, test, name, lr, s, steps,
                                                               batch_size=LLM_BATCH))
         rows.append({**row, "name": name})
     best = _best(rows, "exact_match", "exact_match")
+    chosen = [r for r in rows if (r["name"], r["lr"]) in {(k, best[k]["lr"]) for k in ("lora-rite", "adamw")}]
+    validity = ValidityCounter()
+    for r in chosen:
+        validity.valid(r["validity"]["valid"])
+        for reason, k in r["validity"]["invalid_reasons"].items():
+            validity.invalid(reason, k)
+    measurable = bool(validity.rate is not None and validity.rate >= MIN_VALID_RATE)
+    ours_items = _per_item(rows, "lora-rite", best["lora-rite"]["lr"], "correct")
+    base_items = _per_item(rows, "adamw", best["adamw"]["lr"], "correct")
+    diverged = sorted(f"{r['name']} lr {r['lr']:g} seed {r['seed']}" for r in rows if r.get("diverged"))
     setup = {"model": "SmolLM2-135M-Instruct (embedded, Q4_1 dequantised)", "task": TASK, "train_examples": len(train),
              "held_out": len(test), "steps": steps, "batch": LLM_BATCH, "lora_rank": 8, "targets": "attention + MLP projections",
              "seeds": seeds, "lr_grid": grid, "full_protocol_lr_grid": LLM_LRS,
              "lr_selection": "best mean held-out exact match (no separate val split)",
-             "base_model_exact_match": base_acc, "warmup_steps": max(steps // 10, 1)}
+             "base_model_exact_match": base["exact_match"], "base_model_validity": base["validity"],
+             "warmup_steps": max(steps // 10, 1), "validity": validity.to_dict(), "min_valid_rate": MIN_VALID_RATE,
+             "diverged_runs": diverged, "quick": quick}
     claim = Claim(METHOD, "LoRA-RITE beats Adam on LLM LoRA fine-tuning (Gemma: +3.5 to +7 points)",
                   "held-out exact match at the best lr", best["lora-rite"]["exact_match"], best["adamw"]["exact_match"],
-                  "AdamW", bool(best["lora-rite"]["exact_match"] >= best["adamw"]["exact_match"]), setup,
-                  note=(f"LoRA+ (ratio 16): {best['loraplus']['exact_match']:.3f}; base model: {base_acc:.3f}. "
-                        f"Short horizon: {steps} steps of batch {LLM_BATCH} with {max(steps // 10, 1)} warm-up "
-                        "steps (the method's recipe warms up for 100 steps)."))
-    return {"best": best, "rows": rows, "base_exact_match": base_acc}, claim
+                  "AdamW", measurable and bool(best["lora-rite"]["exact_match"] >= best["adamw"]["exact_match"]), setup,
+                  n=len(test), ci=bootstrap_diff_ci(ours_items, base_items, seed=seed), valid_rate=validity.rate,
+                  measurable=measurable,
+                  note=(f"LoRA+ (ratio 16): {best['loraplus']['exact_match']:.3f}; base model: {base['exact_match']:.3f}. "
+                        f"n = {len(test)} held-out questions, each scored as the mean over {len(seeds)} seeds (paired "
+                        f"bootstrap over questions). Short horizon: {steps} steps of batch {LLM_BATCH} with "
+                        f"{max(steps // 10, 1)} warm-up steps (the method's recipe warms up for 100 steps)."
+                        + (f" Diverged (non-finite loss): {', '.join(diverged)}." if diverged else "")))
+    return {"best": best, "rows": rows, "base_exact_match": base["exact_match"], "validity": validity.to_dict()}, claim
+
+
+def _mean_or_nan(values: list[float | None]) -> float:
+    """Mean of a loss column; NaN (a gap in the plot) when any run's loss there was not finite."""
+    return math.nan if any(v is None for v in values) else statistics.mean(values)
 
 
 def _plots(run: RunFolder, digits: dict[str, Any], llm: dict[str, Any] | None) -> list[Path]:
@@ -190,7 +245,7 @@ def _plots(run: RunFolder, digits: dict[str, Any], llm: dict[str, Any] | None) -
         for name, b in llm["best"].items():
             curves = [r for r in llm["rows"] if r["name"] == name and r["lr"] == b["lr"]]
             n = min(len(c["loss"]) for c in curves)
-            ax.plot([statistics.mean(c["loss"][i] for c in curves) for i in range(n)],
+            ax.plot([_mean_or_nan([c["loss"][i] for c in curves]) for i in range(n)],
                     label=f"{name} (lr {b['lr']:g}): EM {b['exact_match']:.2f}")
         ax.set(xlabel="step", ylabel="train loss (mean over seeds)", title="SmolLM2-135M LoRA on chain_sum")
         ax.legend(fontsize=8)
@@ -208,14 +263,16 @@ def _report(folder: RunFolder, out: Path, claims: list[Claim], inv: dict[str, An
     folder.write_results({"claims": [c.to_dict() for c in claims], "complete": llm is not None})
     sections = [
         Section("Claims", table=[{"claim": c.claim, "ours": c.ours, "baseline": c.baseline,
-                                  "baseline_name": c.baseline_name, "reproduced": c.reproduced} for c in claims]),
+                                  "baseline_name": c.baseline_name, "n": c.n, "ci (ours - baseline)": c.ci,
+                                  "valid_rate": c.valid_rate, "verdict": c.verdict} for c in claims]),
         Section("Invariance (float64)", table=inv["rows"]),
         Section("Digits LoRA", text="Best lr per optimizer (chosen on validation accuracy); test accuracy.",
                 table=[{"optimizer": k, **{kk: vv for kk, vv in v.items() if kk != "by_lr"}}
                        for k, v in digits["best"].items()], images=images[:1]),
     ]
     if llm:
-        sections.append(Section("SmolLM2 LoRA", text=f"Base model exact match: {llm['base_exact_match']:.3f}",
+        sections.append(Section("SmolLM2 LoRA", text=(f"Base model exact match: {llm['base_exact_match']:.3f}. "
+                                                      f"Validity at the chosen lrs: {llm['validity']}"),
                                 table=[{"optimizer": k, **{kk: vv for kk, vv in v.items() if kk != "by_lr"}}
                                        for k, v in llm["best"].items()], images=images[1:]))
     folder.write_report("LoRA-RITE reproduction", sections)
@@ -232,13 +289,16 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, llm_lrs: dict[str, lis
     The summary is written after the toy parts and again after SmolLM2, so an interrupted run leaves
     the finished claims behind; rerunning resumes from ``samples.jsonl``.
     """
-    folder = RunFolder(out, {"method": METHOD, "quick": quick, "seed": seed})
+    config = {"method": METHOD, "quick": quick, "seed": seed, "row_format": ROW_FORMAT,
+              **_plan(quick, llm_lrs, llm_seeds)}
+    folder = RunFolder(out, config)
+    done = {row["id"]: row for row in folder.samples() if "id" in row}
     with _single_thread():
-        inv, inv_claim = _invariance(folder)
-        digits, digit_claims = _digits(folder, quick, seed)
+        inv, inv_claim = _invariance(quick)
+        digits, digit_claims = _digits(folder, done, quick, seed)
     claims = [inv_claim, *digit_claims]
     _report(folder, out, claims, inv, digits, None)
-    llm, llm_claim = _llm(folder, quick, seed, llm_lrs, llm_seeds)
+    llm, llm_claim = _llm(folder, done, quick, seed, llm_lrs, llm_seeds)
     claims.append(llm_claim)
     _report(folder, out, claims, inv, digits, llm)
     return claims

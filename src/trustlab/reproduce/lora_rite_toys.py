@@ -122,7 +122,10 @@ def pretrained_mlp(data: dict[str, Any], seed: int = 0) -> nn.Sequential:
 def lora_digits_run(base: nn.Sequential, data: dict[str, Any], optimizer: str, lr: float, *, seed: int, r: int = 4,
                     steps: int = 300, batch: int = 64, init_scale: float = 1.0, **kwargs: Any) -> dict[str, Any]:
     """Fine-tune rank-``r`` LoRA on both layers of ``base`` for digits 5-9; ``init_scale`` multiplies
-    ``lora_A``'s init (and divides ``lora_B``'s, which is zero) to probe invariance."""
+    ``lora_A``'s init (and divides ``lora_B``'s, which is zero) to probe invariance.
+
+    Returns the loss and factor-balance curves, validation and test accuracy, and ``test_correct`` (1/0 per
+    test item, for paired intervals)."""
     g = torch.Generator().manual_seed(seed)
     model = nn.Sequential(LoRALinear(base[0], r, g), nn.ReLU(), LoRALinear(base[2], r, g))
     with torch.no_grad():
@@ -143,7 +146,7 @@ def lora_digits_run(base: nn.Sequential, data: dict[str, Any], optimizer: str, l
             ratios = [layer.lora_A.norm() / layer.lora_B.norm().clamp_min(1e-300) for layer in (model[0], model[2])]
             balance.append(float(torch.stack(ratios).log10().mean()))
     with torch.no_grad():
-        acc = {split: float((model(data[split][0]).argmax(-1) == data[split][1]).double().mean())
-               for split in ("val", "test")}
+        hits = {split: (model(data[split][0]).argmax(-1) == data[split][1]) for split in ("val", "test")}
     return {"optimizer": optimizer, "lr": lr, "seed": seed, "loss": losses, "log10_normA_over_normB": balance,
-            "val_acc": acc["val"], "test_acc": acc["test"], "skipped_steps": getattr(opt, "skipped_steps", 0)}
+            "val_acc": float(hits["val"].double().mean()), "test_acc": float(hits["test"].double().mean()),
+            "test_correct": hits["test"].int().tolist(), "skipped_steps": getattr(opt, "skipped_steps", 0)}
