@@ -77,3 +77,15 @@ def llama_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def transformers_server(tmp_path_factory, smollm_dir):
+    """A real `transformers serve --continuous-batching` on 127.0.0.1 serving the embedded SmolLM2's
+    dequantised folder, offline."""
+    from tests.servers import TransformersServer
+
+    server = TransformersServer(log_dir=tmp_path_factory.mktemp("transformers-serve"))
+    server.start(timeout=180)
+    yield server
+    server.stop()

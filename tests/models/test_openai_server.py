@@ -1,13 +1,15 @@
-"""The black-box backend against a real llama.cpp OpenAI-compatible server on 127.0.0.1."""
+"""The black-box backend against real OpenAI-compatible servers on 127.0.0.1: llama.cpp and
+`transformers serve --continuous-batching`, each probed for what it really honours."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 
 from tests.servers import LlamaServer
-from trustlab.errors import EndpointError
+from trustlab.errors import CapabilityError, EndpointError
 from trustlab.models import load_model
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -35,9 +37,21 @@ def test_completions_mode_without_template(remote):
     assert g.text.strip() and g.finish_reason in ("stop", "length")
 
 
+def test_probe_finds_what_llama_cpp_honours(remote):
+    caps = remote.capabilities
+    probe = remote.describe()["probe"]
+    assert (caps.sampling, caps.native_n, caps.logprobs, caps.seed, caps.chat_template) == (True, False, True, True, True)
+    assert caps.max_context is None and probe["max_context"] is None  # llama-cpp-python's /models gives none
+    assert probe["greedy_repeats"] is True and probe["endpoint"] == "chat" and probe["requests"] == 6
+    calls = remote.calls
+    assert remote.capabilities is caps and remote.describe()["probe"] == probe and remote.calls == calls  # cached
+
+
 def test_n_samples_are_emulated_and_distinct(remote):
+    assert remote.capabilities.native_n is False
+    calls = remote.calls
     out = remote.generate(["Write a short name for a cat."], n=4, temperature=1.0, seed=1, max_new_tokens=8)
-    assert len(out[0]) == 4
+    assert len(out[0]) == 4 and remote.calls - calls == 4  # one request per sample, none wasted on n = 4
     assert len({g.text for g in out[0]}) > 1  # llama.cpp ignores n; we sent distinct seeds
 
 
@@ -60,7 +74,8 @@ def test_killed_server_gives_a_clear_error(tmp_path):
     server = LlamaServer(log_dir=tmp_path)
     server.start()
     try:
-        m = load_model(f"openai:{server.base_url}", model_name="smollm2", max_retries=2, backoff=0.1, timeout=60)
+        m = load_model(f"openai:{server.base_url}", model_name="smollm2", max_retries=2, backoff=0.1, timeout=60,
+                       probe=False)  # the error is under test here, not the probe
         assert m.generate(["Hi"], max_new_tokens=2)[0][0].text is not None
     finally:
         server.stop()
@@ -107,3 +122,68 @@ def test_prompt_longer_than_the_server_context_is_refused_clearly(remote):
 
     with pytest.raises(ContextLengthError, match="too long for its context window"):
         remote.generate(["word " * 3000], max_new_tokens=4)
+
+
+# ---------------------------------------------------------------------------- transformers serve
+@pytest.fixture(scope="module")
+def served(transformers_server):
+    return load_model(f"openai:{transformers_server.base_url}", max_concurrency=4, timeout=120)
+
+
+def test_probe_finds_what_transformers_serve_honours(served, transformers_server):
+    """Measured on transformers 5.24 with --continuous-batching: the served SmolLM2 folder's generation
+    config does not sample, so every temperature gives the greedy text; n and logprobs are ignored."""
+    caps = served.capabilities
+    probe = served.describe()["probe"]
+    assert served.model_name == transformers_server.model_alias  # the first model /models lists
+    assert (caps.sampling, caps.native_n, caps.logprobs, caps.seed, caps.chat_template) == (False, False, False, None, True)
+    assert caps.max_context is None and probe["greedy_repeats"] is True and probe["requests"] == 6
+    assert any("all equal the greedy text" in n for n in probe["notes"])
+    assert any("no logprobs in the answer" in n for n in probe["notes"])
+    with pytest.raises(CapabilityError, match="logprobs"):
+        served.generate(["Say hi."], logprobs=True, max_new_tokens=2)
+    with pytest.warns(RuntimeWarning, match="answers greedily at any temperature"):
+        served.generate(["Say hi."], temperature=1.0, max_new_tokens=2)
+
+
+def test_clue_refuses_a_server_whose_samples_cannot_vary(served, transformers_server):
+    """The failure this backend once hid: 5 identical samples per question and CLUE = ln 2 for all."""
+    from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, LexicalSimilarity, SampleSet
+
+    calls = served.calls
+    with pytest.raises(CapabilityError, match="CLUE needs samples that vary"):
+        CLUE(served, n_samples=3).estimate("Who wrote Hamlet? Answer in one sentence.")
+    assert served.calls == calls  # refused before a single request
+    # Unprobed, the handle cannot know; the samples it gets back give the server away.
+    blind = load_model(f"openai:{transformers_server.base_url}", probe=False, max_concurrency=4, timeout=120)
+    prompts = ["Who wrote Hamlet? Answer in one sentence.", "Name a large city."]
+    greedy = blind.generate(prompts, max_new_tokens=12)
+    sampled = blind.generate(prompts, n=3, temperature=1.0, max_new_tokens=12, seed=0)
+    assert all(len({g.text for g in row}) == 1 for row in sampled)  # the server ignored temperature 1
+    items = [SampleSet(p, g[0].text, [s.text for s in row]) for p, g, row in zip(prompts, greedy, sampled)]
+    with pytest.raises(CapabilityError, match="every prompt's 3 samples are identical"):
+        CLUE(blind).estimate_from_samples_many([{"prompt": it.prompt, "answer": it.answer, "samples": it.samples}
+                                                for it in items])
+    for estimator in (LexicalSimilarity(), EmbeddingSemanticEntropy(encoder=object())):
+        with pytest.raises(CapabilityError, match="identical"):
+            estimator(items)
+
+
+def test_llm_nli_without_logprobs_parses_the_generated_label(served):
+    from trustlab.models.labels import parse_label
+    from trustlab.uncertainty import LLMNLI
+    from trustlab.uncertainty.nli import NLI_LABELS
+
+    nli = LLMNLI(served)
+    pairs = [("Paris is the capital of France.", "Paris is in France."), ("The sky is blue.", "The sky is green."),
+             ("A man is sleeping.", "Someone is awake.")]
+    scores = nli.entail(pairs)
+    # greedy repeats on this server (probed), so the same prompts give the answers the scorer read
+    answers = [g[0].text for g in served.generate([nli.template.format(premise=p, hypothesis=h) for p, h in pairs],
+                                                  max_new_tokens=4)]
+    hard = {"entailment": 1.0, "neutral": 0.5, "contradiction": 0.0}
+    for score, answer in zip(scores, answers):
+        label = parse_label(answer, NLI_LABELS)
+        assert math.isnan(score) if label is None else score == pytest.approx(hard[label], abs=1e-5), answer
+    assert nli.validity.total == len(pairs)
+    assert nli.validity.n_invalid == sum(math.isnan(s) for s in scores)
