@@ -64,6 +64,14 @@ def test_results_table_prints_every_method_and_writes_nothing(tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_results_table_refuses_a_bad_summary_in_one_line(tmp_path):
+    (tmp_path / "clue").mkdir()
+    (tmp_path / "clue" / "summary.json").write_text(json.dumps({"method": "clue", "claim": "c", "metric": "m"}))
+    res = CliRunner().invoke(main, ["results", "table", "--results-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.output.startswith(f"error: {tmp_path / 'clue' / 'summary.json'}")
+
+
 @pytest.mark.parametrize("spec, message", [
     ("/nonexistent/model", "neither an existing model folder"),
     ("openai:localhost:1", "needs a URL starting with http"),

@@ -56,8 +56,11 @@ def table(results_dir: Path, readme: Path | None) -> None:
     if load_errors():
         raise TrustlabError("some method records could not be imported, so the table would omit them: "
                             + "; ".join(f"{m}: {e}" for m, e in load_errors().items()))
-    if readme:
-        changed = update_readme(readme, results_dir)
-        click.echo(f"{readme}: {'updated' if changed else 'already up to date'}")
-    else:
-        click.echo(method_table(results_dir) + "\n\n" + benchmark_table(results_dir))
+    try:  # a summary that breaks the schema, or comes from a quick run, is refused with its path
+        if readme:
+            changed = update_readme(readme, results_dir)
+            click.echo(f"{readme}: {'updated' if changed else 'already up to date'}")
+        else:
+            click.echo(method_table(results_dir) + "\n\n" + benchmark_table(results_dir))
+    except ValueError as exc:
+        raise TrustlabError(str(exc)) from exc
