@@ -98,6 +98,8 @@ def test_generate_requires_a_prompt():
     (["uncertainty", "q", "--temperature", "0"], "Invalid value for '--temperature'"),
     (["finetune", "README.md", "--steps", "0"], "Invalid value for '--steps'"),
     (["eval", "jailbreak", "--n-harmful", "0"], "Invalid value for '--n-harmful'"),
+    (["uncertainty", "q", "--tie-band", "0.9", "0.1"], "LOW HIGH must satisfy -1 <= LOW <= HIGH <= 1"),
+    (["uncertainty", "q", "--nli", "/nonexistent"], "a hub id; '/nonexistent' is no folder"),
     (["eval", "context", "--lengths", "250,abc"], "'250,abc' is not a comma-separated list of ints"),
     (["eval", "context", "--depths", "0.5,2"], "'0.5,2': every value must lie in [0, 1]"),
     (["eval", "context", "--alpha", "0"], "'0': every value must lie in (0, 1]"),

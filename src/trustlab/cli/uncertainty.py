@@ -19,7 +19,8 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
 @click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--nli", default="llm", show_default=True,
-              help="'llm' (the model reads entailment/contradiction label probabilities) or a path to an NLI classifier")
+              help="'llm' (the model reads entailment/contradiction label probabilities), or a folder or hub id of an "
+                   "NLI classifier")
 @click.option("--pooler", type=click.Choice(["auto", "cosine", "nli"]), default="auto", show_default=True)
 @click.option("--tie-band", nargs=2, type=float, default=None, help="cosine range LOW HIGH sent to the NLI as tie-breaker")
 @click.option("--agg", type=click.Choice(["max", "mean"]), default="max", show_default=True)
@@ -40,6 +41,12 @@ def uncertainty(questions: tuple[str, ...], model_spec: str, model_name: str | N
 
     if not questions and from_jsonl is None:
         raise click.UsageError('give a question, e.g. trustlab uncertainty "Who founded Apple?", or --from-jsonl FILE')
+    if tie_band and not -1.0 <= tie_band[0] <= tie_band[1] <= 1.0:
+        raise click.BadParameter(f"LOW HIGH must satisfy -1 <= LOW <= HIGH <= 1, got {tie_band[0]:g} {tie_band[1]:g}",
+                                 param_hint="--tie-band")
+    if nli != "llm" and nli.startswith(("/", ".", "~")) and not Path(nli).expanduser().is_dir():
+        raise click.BadParameter(f"'llm', a folder holding an NLI classifier or a hub id; {nli!r} is no folder",
+                                 param_hint="--nli")
     model = load_from_options(model_spec, model_name, attn_implementation)
     clue = CLUE(model, nli=nli, n_samples=n_samples, temperature=temperature, max_new_tokens=max_new_tokens,
                 pooler=pooler, tie_band=tuple(tie_band) if tie_band else None, agg=agg, seed=seed)
