@@ -172,3 +172,16 @@ def test_probe_on_a_server_that_refuses_n_and_sends_bad_logprobs():
     assert m.model_name == "odd" and probe["requests"] == 7  # /models + 5 generations + the refused n = 2
     assert any("refused n=2" in n for n in probe["notes"]) and any("undecided" in n for n in probe["notes"])
     assert any("<= 0" in n for n in probe["notes"])
+
+
+def test_clue_refuses_when_llm_nli_judges_no_pair():
+    """The other road to CLUE = ln 2 everywhere: NLI answers that are not labels once became p = 0.5."""
+
+    class Enc:
+        def encode(self, texts, **kw):
+            return np.eye(8)[[hash(t) % 8 for t in texts]]
+
+    judge = ScriptedModel(lambda p: "The premise says")  # what SmolLM2-135M answers the NLI prompt, measured
+    clue = CLUE(judge, nli=LLMNLI(judge), embedder=Enc(), extractor=ScriptedModel(lambda p: "Apple, Steve Jobs"))
+    with pytest.raises(CapabilityError, match="judged none of the"):
+        clue.estimate_from_samples(["Steve Jobs founded Apple.", "Wozniak founded Apple in a garage."])

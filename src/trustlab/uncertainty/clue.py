@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from trustlab.errors import CapabilityError
 from trustlab.models.base import ModelHandle, Prompt, plain_text
 from trustlab.uncertainty.baselines import check_samples_vary, greedy_clusters
 from trustlab.uncertainty.concepts import example_copies, extraction_prompt, parse_concepts
@@ -255,7 +256,14 @@ class CLUE:
         pooled = [self._pool(it, [extracted[t] for t in self._texts(it)]) for it in items]
         pairs = [(s, HYPOTHESIS.format(concept=c)) for it, (reps, *_) in zip(items, pooled, strict=True)
                  for c in reps for s in it["samples"]]
-        probs = iter(self.nli.entail(pairs))
+        scored = self.nli.entail(pairs)
+        if scored and all(math.isnan(x) for x in scored):
+            raise CapabilityError(
+                f"CLUE: the NLI scorer {self.nli.name!r} judged none of the {len(scored)} (sample, concept) pairs "
+                "(a generated answer that is not entailment / neutral / contradiction is invalid), so every "
+                "uncertainty would be undefined. Use an NLI classifier (nli=PATH) or a model that follows the "
+                "NLI prompt.")
+        probs = iter(scored)
         reports = []
         for it, (reps, aliases, sources, answer_reps) in zip(items, pooled, strict=True):
             n = len(it["samples"])
