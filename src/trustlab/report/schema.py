@@ -173,8 +173,9 @@ def _validate_claim(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def _under_results(folder: Path) -> bool:
-    return "results" in folder.resolve().parts
+def under_results(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` lies in a ``results/`` tree (where only full, committed runs belong)."""
+    return "results" in Path(folder).resolve().parts
 
 
 def write_summary(folder: str | os.PathLike, claims: Claim | list[Claim]) -> Path:
@@ -187,7 +188,7 @@ def write_summary(folder: str | os.PathLike, claims: Claim | list[Claim]) -> Pat
     items = claims if isinstance(claims, list) else [claims]
     data = [_validate_claim(c.to_dict()) for c in items]
     folder = Path(folder)
-    if any(d["setup"]["quick"] for d in data) and _under_results(folder):
+    if any(d["setup"]["quick"] for d in data) and under_results(folder):
         raise ValueError(f"refusing to write a quick run's summary into {folder}: quick runs are not the "
                          "committed numbers; write them under runs/")
     return write_json(folder / "summary.json", data if isinstance(claims, list) else data[0])

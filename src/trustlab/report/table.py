@@ -43,7 +43,8 @@ def method_table(results_dir: str | os.PathLike = "results") -> str:
     for m in all_methods():
         path = results_dir / m.id / "summary.json"
         if not path.exists():
-            rows.append(f"| {m.title} | {m.area} | not yet implemented | - |")
+            status = "not yet implemented" if m.planned else "implemented; no committed results"
+            rows.append(f"| {m.title} | {m.area} | {status} | - |")
             continue
         claims = read_summary(path)
         if any(c["setup"]["quick"] for c in claims):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trustlab.errors import TrustlabError
 from trustlab.registry import get_reproduction, resolve
-from trustlab.report.schema import Claim, _under_results
+from trustlab.report.schema import Claim, under_results
 
 
 def default_out(method: str, *, quick: bool) -> Path:
@@ -38,7 +38,7 @@ def run_reproduction(method: str, out: str | Path | None = None, *, quick: bool 
     """
     record = get_reproduction(method)
     out = Path(out) if out else default_out(method, quick=quick)
-    if quick and _under_results(out):  # write_summary would refuse it at the end of the run
+    if quick and under_results(out):  # write_summary would refuse it at the end of the run
         raise TrustlabError(f"a quick run is a smoke test, not the committed numbers: write it outside results/ "
                             f"(not {out}), e.g. the default {default_out(method, quick=True)}")
     return resolve(record.reproduce)(out, quick=quick, seed=seed)
