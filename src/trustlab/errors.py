@@ -31,6 +31,10 @@ class ContextLengthError(TrustlabError, ValueError):
     """A prompt does not fit the model's context window and truncation was not allowed."""
 
 
+class DataFileError(TrustlabError, ValueError):
+    """A data or results file that cannot be read as what it should be (damaged JSONL, wrong JSON)."""
+
+
 class EmptyInputError(TrustlabError, ValueError):
     """An empty prompt list, dataset or file where at least one item is needed."""
 

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from trustlab.errors import DataFileError
+
 
 def _default(obj: Any) -> Any:
     # numpy / torch scalars and arrays, paths, dataclasses
@@ -138,7 +140,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     even mid-character) is skipped here and cut by the next :func:`append_jsonl`.
 
     Raises:
-        ValueError: a complete line that is not JSON (the file was damaged some other way).
+        DataFileError: a complete line that is not JSON (the file is not JSONL, or was damaged otherwise).
     """
     with open(path, "rb") as f:
         lines = f.read().split(b"\n")
@@ -149,4 +151,4 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
         try:
             yield json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+            raise DataFileError(f"{path}: line {i + 1} is not valid JSON") from None
