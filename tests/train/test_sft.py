@@ -6,7 +6,7 @@ import peft  # noqa: F401  (the [test] extra installs it; a missing one must fai
 import pytest
 import torch
 
-from trustlab.train import SFTConfig, lora_finetune, tokenize_example
+from trustlab.train import SFTConfig, TrainingDivergedError, lora_finetune, tokenize_example
 
 
 def tiny_llama(seed: int = 0):
@@ -35,6 +35,8 @@ def test_trainer_runs_and_learns(optimizer):
                     target_modules=("q_proj", "v_proj", "up_proj", "down_proj"))
     model, log = lora_finetune(tiny_llama(), None, token_examples(), cfg)
     assert len(log) == 25 and log[-1]["loss"] < log[0]["loss"]
+    assert not log.diverged and log.flags()["steps_run"] == 25
+    log.raise_if_diverged()  # a finite run passes
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)
 
@@ -69,3 +71,48 @@ def test_response_only_labels(tokenizer):
     row = tokenize_example(tokenizer, {"prompt": "What is 2+2?", "response": "4"}, 128)
     supervised = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
     assert tokenizer.decode(supervised).strip().startswith("4") and len(supervised) <= 4
+
+
+def inject_inf_after(model, calls: int):
+    """A forward hook on the LM head that turns the logits to inf from forward call ``calls + 1`` on."""
+    seen = {"n": 0}
+
+    def hook(module, inputs, output):
+        seen["n"] += 1
+        return output * float("inf") if seen["n"] > calls else output
+
+    model.lm_head.register_forward_hook(hook)
+    return model
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lora-rite"])
+def test_nonfinite_loss_is_logged_flagged_and_stops_training(optimizer):
+    cfg = SFTConfig(optimizer=optimizer, lr=1e-2, steps=12, batch_size=4, rank=4, alpha=8,
+                    target_modules=("q_proj", "v_proj"))
+    with pytest.warns(RuntimeWarning, match="training diverged: non-finite loss first at step 4"):
+        _, log = lora_finetune(inject_inf_after(tiny_llama(), 3), None, token_examples(), cfg)
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]  # stopped after 3 consecutive non-finite losses
+    assert all(isinstance(r["loss"], float) for r in log[:3])
+    assert [(r["loss"], r["nonfinite"]) for r in log[3:]] == [(None, "nan")] * 3
+    assert log.flags() == {"diverged": True, "first_nonfinite_step": 4, "nonfinite_steps": 3, "stopped_early": True,
+                           "steps_run": 6, "planned_steps": 12}
+    with pytest.raises(TrainingDivergedError, match="stopped at step 6 of 12"):
+        log.raise_if_diverged()
+
+
+def test_isolated_nonfinite_loss_is_flagged_without_stopping():
+    seen = {"n": 0}
+
+    def hook(module, inputs, output):
+        seen["n"] += 1
+        return output * float("inf") if seen["n"] == 2 else output
+
+    model = tiny_llama()
+    model.lm_head.register_forward_hook(hook)
+    cfg = SFTConfig(optimizer="lora-rite", lr=1e-2, steps=6, batch_size=4, rank=4, alpha=8,
+                    target_modules=("q_proj", "v_proj"))
+    with pytest.warns(RuntimeWarning, match="step 2"):
+        _, log = lora_finetune(model, None, token_examples(), cfg)
+    assert len(log) == 6 and log[1]["loss"] is None and log.nonfinite_steps == 1
+    assert log.diverged and not log.stopped_early
+    assert all(r["loss"] is not None for r in log[2:])  # LoRA-RITE skipped the NaN step: training goes on

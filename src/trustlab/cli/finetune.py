@@ -72,9 +72,11 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
     seconds = time.perf_counter() - t0
     for row in log:
         run.add_sample(row)
-    model.save_pretrained(str(out / "adapter"))
+    if not log.diverged:  # a diverged adapter is not saved as if it were a result
+        model.save_pretrained(str(out / "adapter"))
     results = {"optimizer": optimizer, "examples": len(examples), "steps": steps, "seconds": seconds,
-               "first_loss": log[0]["loss"] if log else None, "final_loss": log[-1]["loss"] if log else None}
+               "first_loss": log[0]["loss"] if log else None, "final_loss": log[-1]["loss"] if log else None,
+               **log.flags()}
     run.write_results(results)
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(6, 4))
@@ -82,6 +84,9 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
     ax.set(xlabel="step", ylabel="training loss", title=f"LoRA fine-tuning ({optimizer})")
     image = run.save_plot(fig, "loss")
     path = run.write_report("LoRA fine-tuning", [Section("Training", text=f"{len(examples)} examples, {steps} steps, "
-                                                         f"{optimizer} at lr {lr:g}.", table=[results], images=[image])])
-    click.echo(f"final loss {results['final_loss']} after {steps} steps ({seconds:.1f} s); adapter in {out / 'adapter'}")
+                                                         f"{optimizer} at lr {lr:g}. {log.describe()}", table=[results],
+                                                    images=[image])])
+    if not log.diverged:
+        click.echo(f"final loss {results['final_loss']} after {steps} steps ({seconds:.1f} s); adapter in {out / 'adapter'}")
     click.echo(f"report: {path}")
+    log.raise_if_diverged()  # one-line error, non-zero exit; the run folder above shows the null losses

@@ -53,8 +53,8 @@ class SFTConfig:
             gradients itself, as in the method's recipe) and 1.0 otherwise.
         seed: seed of LoRA init and data order.
         extra_special_tokens: new special tokens to add and train (their embedding rows only).
-        logging_steps: loss is logged every this many steps.
-        stop_after_nonfinite: stop training after this many consecutive non-finite logged losses
+        logging_steps: loss is logged every this many steps (the window's mean; None if any step was not finite).
+        stop_after_nonfinite: stop training after this many consecutive steps with a non-finite loss
             (0 = never stop early); the run is flagged diverged either way.
         lora_rite_options: extra :class:`~trustlab.optim.LoRARITE` options (lora-rite only).
     """
@@ -129,34 +129,42 @@ class SFTLog(list):
                                         "add --warmup-steps")
 
 
-def _log_rows(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Training-loss rows of the Trainer's log; a non-finite loss becomes ``None`` with ``nonfinite``."""
+def _log_rows(losses: list[float], every: int) -> list[dict[str, Any]]:
+    """One row per ``every`` steps (the window's mean loss); a window with a non-finite loss logs ``None``."""
     rows = []
-    for h in log_history:
-        if "loss" not in h:
-            continue
-        loss = float(h["loss"])
-        rows.append({"step": h["step"], "loss": loss} if math.isfinite(loss)
-                    else {"step": h["step"], "loss": None, "nonfinite": str(loss)})
+    for start in range(0, len(losses), every):
+        window = losses[start:start + every]
+        bad = [x for x in window if not math.isfinite(x)]
+        step = start + len(window)
+        rows.append({"step": step, "loss": None, "nonfinite": str(bad[0])} if bad
+                    else {"step": step, "loss": sum(window) / len(window)})
     return rows
 
 
-def _nonfinite_stopper(transformers: Any, patience: int) -> Any:
-    """A TrainerCallback that stops training after ``patience`` consecutive non-finite logged losses."""
+def _trainer_classes(transformers: Any, patience: int) -> tuple[type, Any]:
+    """A Trainer that keeps every step's loss, and a callback that stops after ``patience`` consecutive
+    non-finite ones. (The Trainer's own log cannot serve: by default it replaces a non-finite loss by the
+    running mean, and without that filter one NaN poisons its loss accumulator for the rest of the run.)"""
+
+    class RecordingTrainer(transformers.Trainer):
+        step_losses: list[float]
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            self.step_losses.append(float(loss))
+            return loss
 
     class StopOnNonFinite(transformers.TrainerCallback):
         def __init__(self) -> None:
-            self.run = 0
+            self.losses: list[float] = []
             self.stopped = False
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-            if not logs or "loss" not in logs:
-                return
-            self.run = 0 if math.isfinite(float(logs["loss"])) else self.run + 1
-            if patience and self.run >= patience:
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            tail = self.losses[-patience:] if patience else []
+            if len(tail) == patience and tail and not any(math.isfinite(x) for x in tail):
                 control.should_training_stop = self.stopped = True
 
-    return StopOnNonFinite()
+    return RecordingTrainer, StopOnNonFinite()
 
 
 def read_examples(path: str | Path) -> list[dict[str, Any]]:
@@ -283,13 +291,14 @@ def lora_finetune(model: Any, tokenizer: Any, examples: list[dict[str, Any]], co
             output_dir=str(output_dir or tmp), max_steps=config.steps, per_device_train_batch_size=config.batch_size,
             logging_steps=config.logging_steps, save_strategy="no", report_to=[], seed=config.seed,
             data_seed=config.seed, max_grad_norm=clip, use_cpu=not torch.cuda.is_available(),
-            remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
-            logging_nan_inf_filter=False)  # the filter would replace a NaN loss by the running mean
-        stopper = _nonfinite_stopper(transformers, config.stop_after_nonfinite)
-        trainer = transformers.Trainer(model=peft_model, args=args, train_dataset=data,
-                                       data_collator=_collate(pad_id), optimizers=(opt, sched), callbacks=[stopper])
+            remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0)
+        trainer_cls, stopper = _trainer_classes(transformers, config.stop_after_nonfinite)
+        trainer = trainer_cls(model=peft_model, args=args, train_dataset=data, data_collator=_collate(pad_id),
+                              optimizers=(opt, sched), callbacks=[stopper])
+        trainer.step_losses = stopper.losses
         trainer.train()
-    log = SFTLog(_log_rows(trainer.state.log_history), planned_steps=config.steps, stopped_early=stopper.stopped)
+    log = SFTLog(_log_rows(stopper.losses, max(config.logging_steps, 1)), planned_steps=config.steps,
+                 stopped_early=stopper.stopped)
     if log.diverged:
         warnings.warn(log.describe(), RuntimeWarning, stacklevel=2)
     return peft_model, log
