@@ -67,9 +67,10 @@ def check_samples_vary(samples: Sequence[Sequence[str]], *, method: str, samplin
         warnings.warn(msg + "; the backend does sample, so the model may really be this sure", RuntimeWarning,
                       stacklevel=3)
         return
-    raise CapabilityError(msg + ". The backend most likely ignores the temperature (a server answering "
-                          "greedily). Use a backend that samples; if these samples are genuine, say so: sampling=True on the "
-                          "estimator, or a model handle whose capabilities have sampling=True.")
+    cause = ("the backend answers greedily at any temperature (measured: Capabilities.sampling is False)"
+             if sampling is False else "the backend most likely ignores the temperature (a server answering greedily)")
+    raise CapabilityError(f"{msg}: {cause}. Use a backend that samples; if these samples are genuine, say so: "
+                          "sampling=True on the estimator, or a model handle whose capabilities have sampling=True.")
 
 
 class _SampleBased:
