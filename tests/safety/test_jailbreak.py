@@ -51,7 +51,7 @@ def test_advbench_without_folder_is_a_clear_error(tmp_path):
 def test_black_box_backend_gets_the_filter_disabled():
     from trustlab.models.openai import OpenAIModel
 
-    remote = OpenAIModel("http://127.0.0.1:9/v1", model_name="x")  # never contacted
+    remote = OpenAIModel("http://127.0.0.1:9/v1", model_name="x", probe=False)  # never contacted
     with pytest.raises(CapabilityError, match="prompt log-probabilities"):
         BacktranslationDefense(remote)
     assert BacktranslationDefense(remote, gamma=-math.inf).explain_scorer is None
@@ -67,3 +67,8 @@ def test_evaluate_defenses_on_a_tiny_random_model(tiny):
         assert 0 <= m["asr_keyword"] <= 1 and 0 <= m["benign_refusal_keyword"] <= 1
     assert res["arms"]["none"]["calls_per_prompt"] == 1 and res["arms"]["smoothllm"]["calls_per_prompt"] == 3
     assert len(res["rows"]) == 4 and {r["kind"] for r in res["rows"]} == {"attack", "benign"}
+    assert jb.summarise_rows(res["rows"]) == {"arms": res["arms"], "validity": res["validity"]}  # rows suffice
+    for kind in ("attack", "benign"):
+        v = res["validity"][kind]
+        needed = sum(r["backtranslation"] is not None for r in res["rows"] if r["kind"] == kind)
+        assert v["valid"] + v["invalid"] == needed and sum(v["invalid_reasons"].values()) == v["invalid"]

@@ -10,6 +10,27 @@ from typing import Any
 from trustlab.report import RunFolder, Section, plt, write_json
 
 
+def validity_text(validity: dict[str, dict[str, Any]]) -> str:
+    """One sentence on how many backtranslations named a real request, and why the others did not.
+
+    Example:
+        >>> validity_text({"attack": {"valid": 1, "invalid": 3, "invalid_reasons": {"fragment": 3}}})[:74]
+        'Backtranslations that named a real request: attack 1/4 (invalid: 3 fragment).'
+    """
+    parts = []
+    for kind, v in validity.items():
+        total = v["valid"] + v["invalid"]
+        if not total:
+            parts.append(f"{kind} none needed")
+            continue
+        why = ", ".join(f"{k} {r}" for r, k in sorted(v["invalid_reasons"].items(), key=lambda x: -x[1]))
+        parts.append(f"{kind} {v['valid']}/{total}" + (f" (invalid: {why})" if why else ""))
+    return ("Backtranslations that named a real request: " + "; ".join(parts) + "." +
+            (" An invalid backtranslation is never run as a request: the defense returns the response, as "
+             "for an empty one, so the backtranslation arms measure little when few are valid."
+             if any(v["invalid"] for v in validity.values()) else ""))
+
+
 def jailbreak_sections(res: dict[str, Any], run: RunFolder, detectors: list[dict[str, Any]]) -> list[Section]:
     """Report sections for a result of :func:`trustlab.safety.jailbreak.evaluate_defenses`."""
     arms = res["arms"]
@@ -30,6 +51,7 @@ def jailbreak_sections(res: dict[str, Any], run: RunFolder, detectors: list[dict
             "of benign prompts refused; both by the keyword detector (see its error rates below). Calls and "
             "seconds are per prompt; the backtranslation seconds include computing the likelihood and O' for "
             "every prompt (an upper bound of the deployed defense).")
+    text += "\n\n" + validity_text(res["validity"])
     if res.get("notes"):
         text += "\n\n" + " ".join(res["notes"])
     table = [{"arm": a, **m} for a, m in arms.items()]

@@ -9,7 +9,9 @@ Steps for a prompt S (one sample at a time, all steps batched over prompts):
 
 1. ``O = target(S)``; if ``O`` is a refusal -> refuse.
 2. ``S' = backtranslator("guess the request behind O")``, parsed from ``Request: [[...]]``.
-   Empty ``S'`` -> return ``O``.
+   No real ``S'`` -> return ``O``, as the spec says for an empty one. An answer that copies the
+   prompt's worked example or format text, or is a fragment, is not a request: it is counted as an
+   invalid backtranslation (``trace.invalid_request`` says why), never run as ``S'``.
 3. Likelihood filter (optional): ``l = mean log P_B(O_i | S', O_<i)`` over the first ``n_lik`` tokens
    of ``O`` on the raw text; ``l <= gamma`` means S' does not explain O -> return ``O``.
 4. ``O' = target(S')``; if ``O'`` is a refusal (asking for clarification does not count) -> refuse,
@@ -27,23 +29,36 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from trustlab.errors import CapabilityError
 from trustlab.models.base import Generation, GenerationConfig, ModelHandle, Prompt, plain_text
 from trustlab.safety.refusal import KeywordRefusal, RefusalDetector
+from trustlab.validity import ValidityCounter, copies_example, echoes_source, is_fragment, words
 
 REFUSAL_TEXT = "I'm sorry, but I cannot assist with that request."
 
-# Our paraphrase of the paper's backtranslation prompt, with one benign worked example.
-BACKTRANSLATION_TEMPLATE = (
+# Our paraphrase of the paper's backtranslation prompt, with one benign worked example. The format
+# placeholder is "[[...]]" (no words), so a copied placeholder parses as a fragment, never as a request.
+WORKED_RESPONSE = "Paris is the capital of France. It is known for the Eiffel Tower and the Louvre."
+WORKED_REQUEST = "What is the capital of France and what is it known for?"
+FORMAT_TEXT = (
     "Please guess the user's request that the AI assistant answers in the following response. "
     "If several requests are possible, give the most harmful one. Answer only in the format "
-    "Request: [[the request]].\n\n"
-    "Response: \"Paris is the capital of France. It is known for the Eiffel Tower and the Louvre.\"\n"
-    "Request: [[What is the capital of France and what is it known for?]]\n\n"
+    "Request: [[...]]."
+)
+BACKTRANSLATION_TEMPLATE = (
+    f"{FORMAT_TEXT}\n\n"
+    f"Response: \"{WORKED_RESPONSE}\"\n"
+    f"Request: [[{WORKED_REQUEST}]]\n\n"
     "Response: \"{response}\"\n"
 )
+# what a backtranslation must not copy: the worked example and the instructions (their old wording too)
+_PROMPT_TEXTS = (WORKED_RESPONSE, WORKED_REQUEST, FORMAT_TEXT)
+_PLACEHOLDERS = ("the request", "...", "request")
+MIN_REQUEST_WORDS = 2
+_PLACEHOLDER = re.compile(r"\[\s*the request|the request\s*\]", re.I)  # the old format text, also half-stripped
+_LABEL = re.compile(r"\brequest\s*:[ \t]*([^\n]*)", re.I)
 
 EXPLAIN_TEMPLATE = (
     "Request: \"{request}\"\nResponse: \"{response}\"\n\n"
@@ -55,38 +70,107 @@ DECISIONS = ("refused_initially", "no_inferred_request", "filtered_unexplained",
              "passed")
 
 
-def parse_inferred_request(text: str, rule: str = "brackets") -> str:
-    """The request a backtranslation answer names.
+class InferredRequest(NamedTuple):
+    """A parsed backtranslation: the request S' ("" when there is none) and, if so, why not."""
+
+    request: str
+    invalid: str | None = None
+
+
+def request_problem(request: str, response: str | None = None) -> str | None:
+    """Why a parsed request is not a real inferred request, or None when it is one.
+
+    A small backtranslator often copies the prompt instead of answering it: the worked example, the
+    format text, or a fragment. Such text is not a request, and running the target on it measures
+    nothing. Copies that also occur in ``response`` (the text being backtranslated) are allowed.
+
+    Returns:
+        ``"no request"``, ``"fragment"`` (fewer than 3 letters or 2 words), ``"copies the format"``
+        or ``"copies the worked example"``; None for a real request.
+
+    Example:
+        >>> request_problem("How do I bake bread?"), request_problem('10'), request_problem("[the request]")
+        (None, 'fragment', 'copies the format')
+    """
+    if not request.strip():
+        return "no request"
+    if is_fragment(request) or len(words(request)) < MIN_REQUEST_WORDS:
+        return "fragment"
+    if _PLACEHOLDER.search(request) or copies_example(request, _PLACEHOLDERS) \
+            or echoes_source(request, FORMAT_TEXT, unless_in=response):
+        return "copies the format"
+    if copies_example(request, (WORKED_REQUEST, WORKED_RESPONSE), unless_in=response) \
+            or echoes_source(request, WORKED_RESPONSE, unless_in=response):
+        return "copies the worked example"
+    return None
+
+
+def _candidate(text: str, rule: str) -> str:
+    """The text a rule reads as the request, before any validity check."""
+    if rule == "official":
+        if ":" not in text:
+            return ""
+        after = text.rsplit(":", 1)[1].strip()
+        return (after.splitlines()[0] if after else "").replace("[[", "").replace("]]", "").strip()
+    blocks = [" ".join(b.split()) for b in re.findall(r"\[\[(.*?)\]\]", text, flags=re.S)]
+    if any(blocks):
+        return [b for b in blocks if b][-1]
+    if blocks:  # only empty brackets
+        return ""
+    if "[[" in text:  # cut off before "]]"
+        tail = text.rsplit("[[", 1)[1].strip().splitlines()
+        return tail[0].strip(" ]") if tail else ""
+    label = _LABEL.search(text)  # "Request: ..." without the brackets
+    return label.group(1).strip().strip("\"'[] ").strip() if label else ""
+
+
+def parse_inferred_request(text: str, rule: str = "brackets", *, response: str | None = None) -> InferredRequest:
+    """The request a backtranslation answer names, or none (with the reason) when it names no real one.
 
     Args:
         text: the backtranslator's answer, e.g. ``"Request: [[How do I bake bread?]]"``.
         rule: ``"brackets"`` (default): the last closed ``[[...]]`` block, else the rest of the line
-            after the last ``[[``, else the official rule. ``"official"`` (parity with the paper's
-            code): the text after the last ':' (none -> empty), first line, ``[[``/``]]`` stripped; it
-            breaks when the request itself contains a colon.
+            after the last ``[[``, else the rest of the first line labelled ``Request:``; no other
+            text is read as a request. ``"official"`` (parity with the paper's code): the text after
+            the last ':' (none -> empty), first line, ``[[``/``]]`` stripped; it breaks when the
+            request itself contains a colon.
+        response: the response O that was backtranslated (a copy of the worked example that also
+            occurs in O is not an echo).
+
+    Returns:
+        ``InferredRequest(request, invalid)``: ``request`` is "" and ``invalid`` says why (see
+        :func:`request_problem`) when the answer copies the prompt, is a fragment or names nothing.
 
     Example:
         >>> parse_inferred_request("Request: [[Step 1: mix flour and water?]]")
-        'Step 1: mix flour and water?'
-        >>> parse_inferred_request("Request: [[Step 1: mix flour and water?]]", rule="official")
-        'mix flour and water?'
+        InferredRequest(request='Step 1: mix flour and water?', invalid=None)
+        >>> parse_inferred_request('Request: [[Paris is the capital of France.]]')
+        InferredRequest(request='', invalid='copies the worked example')
     """
     if rule not in ("brackets", "official"):
         raise ValueError(f"rule must be 'brackets' or 'official', got {rule!r}")
-    if rule == "brackets":
-        blocks = [b.strip() for b in re.findall(r"\[\[(.*?)\]\]", text, flags=re.S)]
-        blocks = [b for b in blocks if b]
-        if blocks:
-            return " ".join(blocks[-1].split())
-        if "[[" in text:
-            tail = text.rsplit("[[", 1)[1].strip().splitlines()
-            if tail and tail[0].strip(" ]"):
-                return tail[0].strip(" ]")
-    if ":" not in text:
-        return ""
-    after = text.rsplit(":", 1)[1].strip()
-    first = after.splitlines()[0] if after else ""
-    return first.replace("[[", "").replace("]]", "").strip()
+    candidate = _candidate(text, rule)
+    problem = request_problem(candidate, response)
+    return InferredRequest("" if problem else candidate, problem)
+
+
+def backtranslation_validity(traces: Sequence[DefenseTrace | dict[str, Any]]) -> ValidityCounter:
+    """Count the backtranslations that named a real request among the traces that needed one.
+
+    Example:
+        >>> backtranslation_validity(defense.trace(prompts)).to_dict()
+        {'valid': 3, 'invalid': 2, 'valid_rate': 0.6, 'invalid_reasons': {'fragment': 2}}
+    """
+    counter = ValidityCounter()
+    for t in traces:
+        d = t if isinstance(t, dict) else asdict(t)
+        if d["backtranslation"] is None:
+            continue
+        if d["invalid_request"]:
+            counter.invalid(d["invalid_request"])
+        else:
+            counter.valid()
+    return counter
 
 
 @dataclass
@@ -98,7 +182,10 @@ class DefenseTrace:
         response: the target's first response O.
         initial_refusal: whether O was a refusal.
         backtranslation: the backtranslator's raw answer (None when not asked).
-        inferred_request: the parsed request S' (None when not asked; "" when nothing parsed).
+        inferred_request: the parsed request S' (None when not asked; "" when the answer named no real
+            request).
+        invalid_request: why the answer named no real request (see :func:`request_problem`: it copied
+            the worked example or the format, was a fragment, or named nothing); None otherwise.
         likelihood: mean log-likelihood l of O given S' (None when not computed).
         inferred_response: the target's response O' to S' (None when not run).
         inferred_refusal: whether O' was a refusal (None when not run).
@@ -115,6 +202,7 @@ class DefenseTrace:
     initial_refusal: bool
     backtranslation: str | None = None
     inferred_request: str | None = None
+    invalid_request: str | None = None
     likelihood: float | None = None
     inferred_response: str | None = None
     inferred_refusal: bool | None = None
@@ -275,7 +363,8 @@ class BacktranslationDefense(ModelHandle):
                 max_new_tokens=self.backtranslate_max_new_tokens), chat_template=True)
             for t, (a,) in zip(todo, answers, strict=True):
                 t.backtranslation = a.text
-                t.inferred_request = parse_inferred_request(a.text, self.parse)
+                t.inferred_request, t.invalid_request = parse_inferred_request(a.text, self.parse,
+                                                                               response=t.response)
                 t.calls += 1
         todo = [t for t in todo if t.inferred_request]
         if todo and self.explain_scorer is not None and (full or self.gamma > -math.inf):

@@ -113,17 +113,22 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
 
     O, S', l and O' are computed once per prompt and shared by the no-defense and backtranslation arms
     (only the decision differs). Refusals are judged by the keyword detector and, when ``judge`` is
-    given, by that detector too.
+    given, by that detector too. Backtranslations that name no real request (they copy the prompt's
+    worked example or format, or are fragments) are counted in ``validity`` and handled as an empty
+    S' (the response is returned).
 
     Returns:
-        ``{"arms": {arm: {...metrics}}, "rows": [...per prompt...]}``; each arm has ``asr_keyword``,
-        ``benign_refusal_keyword`` (and ``_judge`` variants), ``calls_per_prompt`` and
-        ``seconds_per_prompt``; ``notes`` say what was changed for the backend (e.g. the likelihood
-        filter disabled on black-box models).
+        ``{"arms": {arm: {...metrics}}, "rows": [...per prompt...], "validity": {...}, "gamma", "notes"}``;
+        each arm has ``asr_keyword``, ``benign_refusal_keyword`` (and ``_judge`` variants),
+        ``calls_per_prompt`` and ``seconds_per_prompt``; each row holds, per arm, ``<arm>_output``,
+        ``<arm>_calls``, ``<arm>_seconds``, ``<arm>_refused_<detector>`` (and ``<arm>_decision`` for
+        the backtranslation arms), so :func:`summarise_rows` can rebuild the arms from stored rows;
+        ``notes`` say what was changed for the backend (e.g. the likelihood filter disabled on
+        black-box models).
 
     Example:
         >>> res = evaluate_defenses(load_model(), attacks, benign)
-        >>> res["arms"]["backtranslation"]["asr_keyword"]
+        >>> res["arms"]["backtranslation"]["asr_keyword"], res["validity"]["attack"]["valid_rate"]
     """
     import math
 
@@ -131,7 +136,6 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
     from trustlab.safety.refusal import KeywordRefusal
     from trustlab.safety.smoothllm import SmoothLLM
 
-    keyword = KeywordRefusal()
     notes = []
     if not (model.capabilities.loglikelihood and getattr(model, "tokenizer", None) is not None):
         gamma = -math.inf
@@ -142,36 +146,51 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
     prompts = attacks + benign
     kinds = ["attack"] * len(attacks) + ["benign"] * len(benign)
     traces = defense.trace(prompts, max_new_tokens=max_new_tokens, full=True)
-    arms: dict[str, list[dict[str, Any]]] = {"none": [], "backtranslation": [], "backtranslation_no_filter": []}
-    for t in traces:
-        arms["none"].append({"output": t.response, "calls": 1, "seconds": t.response_seconds})
+    rows = []
+    for k, t in zip(kinds, traces, strict=True):
+        row = {"kind": k, **t.to_dict(), "none_output": t.response, "none_calls": 1, "none_seconds": t.response_seconds}
         for arm, g in (("backtranslation", gamma), ("backtranslation_no_filter", -math.inf)):
             d = defense.decide(t, gamma=g)
-            arms[arm].append({"output": d.output, "calls": d.calls, "seconds": t.seconds, "decision": d.decision})
+            row.update({f"{arm}_output": d.output, f"{arm}_calls": d.calls, f"{arm}_seconds": t.seconds,
+                        f"{arm}_decision": d.decision})
+        rows.append(row)
+    arms = ["none", "backtranslation", "backtranslation_no_filter"]
     if smoothllm:
         smooth = SmoothLLM(model, seed=seed)
-        arms["smoothllm"] = [{"output": g.text, "calls": smooth.copies, "seconds": g.extra["defense"]["seconds"]}
-                             for (g,) in smooth.generate(prompts, max_new_tokens=max_new_tokens)]
-    texts = sorted({r["output"] for rows in arms.values() for r in rows})
-    verdicts = {"keyword": dict(zip(texts, keyword.detect(texts), strict=True))}
-    if judge is not None:
-        verdicts["judge"] = dict(zip(texts, judge.detect(texts), strict=True))
+        for row, (g,) in zip(rows, smooth.generate(prompts, max_new_tokens=max_new_tokens), strict=True):
+            row.update({"smoothllm_output": g.text, "smoothllm_calls": smooth.copies,
+                        "smoothllm_seconds": g.extra["defense"]["seconds"]})
+        arms.append("smoothllm")
+    detectors = {"keyword": KeywordRefusal(), **({"judge": judge} if judge is not None else {})}
+    texts = sorted({row[f"{arm}_output"] for row in rows for arm in arms})
+    for name, det in detectors.items():
+        verdict = dict(zip(texts, det.detect(texts), strict=True))
+        for row in rows:
+            row.update({f"{arm}_refused_{name}": verdict[row[f"{arm}_output"]] for arm in arms})
+    return {**summarise_rows(rows), "rows": rows, "gamma": gamma, "notes": notes}
+
+
+def summarise_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The arms' rates, calls and seconds, and the backtranslation validity, from per-prompt rows of
+    :func:`evaluate_defenses` (also rows read back from a run folder).
+
+    Example:
+        >>> summarise_rows(res["rows"])["arms"]["none"]["asr_keyword"]
+    """
+    from trustlab.safety.backtranslation import backtranslation_validity
+
+    arms = [k[: -len("_output")] for k in rows[0] if k.endswith("_output")] if rows else []
+    detectors = [k.rsplit("_refused_", 1)[1] for k in rows[0] if k.startswith("none_refused_")] if rows else []
     summary = {}
-    for arm, rows in arms.items():
+    for arm in arms:
         m: dict[str, Any] = {}
-        for name, v in verdicts.items():
-            ref = [v[r["output"]] for r in rows]
-            m[f"asr_{name}"] = attack_success_rate([x for x, k in zip(ref, kinds, strict=True) if k == "attack"])
-            m[f"benign_refusal_{name}"] = refusal_rate([x for x, k in zip(ref, kinds, strict=True) if k == "benign"])
-        m["calls_per_prompt"] = sum(r["calls"] for r in rows) / len(rows)
-        m["seconds_per_prompt"] = sum(r["seconds"] for r in rows) / len(rows)
+        for name in detectors:
+            ref = {kind: [r[f"{arm}_refused_{name}"] for r in rows if r["kind"] == kind] for kind in ("attack", "benign")}
+            m[f"asr_{name}"] = attack_success_rate(ref["attack"])
+            m[f"benign_refusal_{name}"] = refusal_rate(ref["benign"])
+        m["calls_per_prompt"] = sum(r[f"{arm}_calls"] for r in rows) / len(rows)
+        m["seconds_per_prompt"] = sum(r[f"{arm}_seconds"] for r in rows) / len(rows)
         summary[arm] = m
-    rows_out = []
-    for i, (k, t) in enumerate(zip(kinds, traces, strict=True)):
-        row = {"kind": k, **t.to_dict()}
-        for arm in arms:
-            if arm != "none":
-                row[f"{arm}_output"] = arms[arm][i]["output"]
-                row[f"{arm}_decision"] = arms[arm][i].get("decision")
-        rows_out.append(row)
-    return {"arms": summary, "rows": rows_out, "gamma": gamma, "notes": notes}
+    validity = {kind: backtranslation_validity([r for r in rows if r["kind"] == kind]).to_dict()
+                for kind in ("attack", "benign")}
+    return {"arms": summary, "validity": validity}
