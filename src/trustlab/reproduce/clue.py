@@ -8,13 +8,23 @@ sequence-level baselines on the same samples and NLI. Step 0: LLM-as-NLI accurac
 pairs (``nli_pairs.jsonl``).
 
 Pass condition, fixed before running: CLUE ROC-AUC > 0.5 with its bootstrap 95% CI excluding 0.5,
-and CLUE ROC-AUC >= the best sequence-level baseline minus 0.02.
+and CLUE ROC-AUC >= the best sequence-level baseline minus 0.02. The claim's ``ci`` is the paired
+bootstrap interval over questions of ROC-AUC(CLUE) - ROC-AUC(best baseline).
+
+Measurability, fixed before running: the claim is "not measurable" (never "reproduced") when the
+LLM-as-NLI accuracy on the 40 sanity pairs is < 0.75 (the spec's step 0: the NLI is then the
+bottleneck, and every CLUE score rests on it), or when its ``valid_rate`` is < 0.5: fewer than half
+of the concept extractions (greedy answer and samples) gave at least one valid concept. Concepts that
+copy the one-shot example instead of the text are invalid: dropped, counted, never scored.
+
+Runs checkpoint per chunk of questions (ids of the fixture) and resume.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +33,10 @@ import numpy as np
 from trustlab.report import Claim, RunFolder, plt, write_json, write_summary
 
 METHOD = "clue"
+
+
+def _number(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _plot(run: RunFolder, table: dict[str, dict[str, float]]) -> Path:
@@ -41,14 +55,20 @@ def _plot(run: RunFolder, table: dict[str, dict[str, float]]) -> Path:
     return run.save_plot(fig, "clue_rocauc")
 
 
+MIN_NLI_ACCURACY = 0.75
+MIN_VALID_RATE = 0.5
+CHUNK = 5  # questions per checkpoint
+
+
 def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
-    """Run the reproduction into ``out``; returns the checked claim.
+    """Run the reproduction into ``out`` (resuming a run with the same setup); returns the checked claim.
 
     Example:
-        >>> run(Path("results/clue"), quick=True)
+        >>> run(Path("runs/clue-quick"), quick=True)
     """
     from trustlab.models import load_model
     from trustlab.models.embedded import load_sentence_encoder
+    from trustlab.report.stats import bootstrap_metric_diff_ci
     from trustlab.uncertainty import (
         CLUE,
         LLMNLI,
@@ -64,75 +84,98 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> list[Claim]:
     )
     from trustlab.uncertainty.fixtures import QA_PROMPT, is_correct, nli_sanity, qa_items
 
-    questions = qa_items()[: 4 if quick else 30]
+    questions = qa_items()[:30:5] if quick else qa_items()[:30]  # quick: 6 of the 30, spread over the topics
     n_samples, max_new = 5, 24
     model = load_model("embedded", attn_implementation="sdpa", batch_size=16)
     encoder = load_sentence_encoder()
     nli = LLMNLI(model)
-    setup = {"model": model.name, "extractor": "same model", "nli": "LLM-as-NLI (same model)",
-             "embedder": "all-MiniLM-L6-v2", "n_questions": len(questions), "n_samples": n_samples,
-             "temperature": 1.0, "max_new_tokens": max_new, "pooler": "cosine 0.85", "agg": "max",
-             "max_concepts_per_output": 5, "seed": seed, "quick": quick}
+    setup = {"model": model.name, "extractor": "same model (one-shot example as a chat turn)",
+             "nli": "LLM-as-NLI (same model)", "embedder": "all-MiniLM-L6-v2", "n_questions": len(questions),
+             "n_samples": n_samples, "temperature": 1.0, "max_new_tokens": max_new, "pooler": "cosine 0.85",
+             "agg": "max", "max_concepts_per_output": 5, "chunk_questions": CHUNK, "seed": seed, "quick": quick}
     run_ = RunFolder(out, {"command": f"reproduce {METHOD}", **setup})
-    clock = [time.perf_counter()]
+    clock = time.perf_counter()
     sanity = nli_sanity(nli)
-    clock.append(time.perf_counter())
-    prompts = [QA_PROMPT.format(question=q["question"]) for q in questions]
-    greedy = model.generate(prompts, max_new_tokens=max_new, temperature=0.0, logprobs=True)
-    sampled = model.generate(prompts, max_new_tokens=max_new, temperature=1.0, n=n_samples, seed=seed, logprobs=True)
-    items = [SampleSet(p, g[0].text, [s.text for s in row], g[0].token_logprobs, [s.token_logprobs for s in row])
-             for p, g, row in zip(prompts, greedy, sampled, strict=True)]
-    clock.append(time.perf_counter())
-    correct = [is_correct(it.answer, q["gold"]) for it, q in zip(items, questions, strict=True)]
+    seconds = {"nli_sanity": round(time.perf_counter() - clock, 1), "questions": 0.0}
     clue = CLUE(model, nli=nli, embedder=encoder, n_samples=n_samples, max_new_tokens=max_new,
                 extract_max_new_tokens=24, max_concepts=5, seed=seed)
-    reports = clue.estimate_from_samples_many([{"prompt": it.prompt, "answer": it.answer, "samples": it.samples}
-                                               for it in items])
-    clock.append(time.perf_counter())
-    scores = {"clue": [r.score for r in reports]}
-    for est in (MaximumSequenceProbability(), PredictiveEntropy(), LexicalSimilarity(),
-                EmbeddingSemanticEntropy(encoder), SelfCheckNLI(nli)):
-        scores[est.name] = est(items)
-    clock.append(time.perf_counter())
-    seconds = dict(zip(("nli_sanity", "generation", "clue", "baselines"), np.diff(clock).round(1).tolist(), strict=True))
+    estimators = (MaximumSequenceProbability(), PredictiveEntropy(), LexicalSimilarity(),
+                  EmbeddingSemanticEntropy(encoder), SelfCheckNLI(nli))
+    done = run_.done_keys("id")
+    for start in range(0, len(questions), CHUNK):
+        chunk = [q for q in questions[start:start + CHUNK] if q["id"] not in done]
+        if not chunk:
+            continue
+        clock = time.perf_counter()
+        prompts = [QA_PROMPT.format(question=q["question"]) for q in chunk]
+        greedy = model.generate(prompts, max_new_tokens=max_new, temperature=0.0, logprobs=True)
+        sampled = model.generate(prompts, max_new_tokens=max_new, temperature=1.0, n=n_samples, seed=seed,
+                                 logprobs=True)
+        items = [SampleSet(p, g[0].text, [s.text for s in row], g[0].token_logprobs, [s.token_logprobs for s in row])
+                 for p, g, row in zip(prompts, greedy, sampled, strict=True)]
+        reports = clue.estimate_from_samples_many([{"prompt": it.prompt, "answer": it.answer, "samples": it.samples}
+                                                   for it in items])
+        scores = {"clue": [r.score for r in reports], **{est.name: est(items) for est in estimators}}
+        for i, (q, it, r) in enumerate(zip(chunk, items, reports, strict=True)):
+            run_.add_sample({"id": q["id"], "question": q["question"], "gold": q["gold"], "answer": it.answer,
+                             "correct": is_correct(it.answer, q["gold"]), "samples": it.samples,
+                             "scores": {k: scores[k][i] for k in scores}, "concepts": r.table(),
+                             "echoed_concepts": r.echoed_concepts, "bad_extractions": r.bad_extractions,
+                             "n_extractions": r.n_extractions, "seconds": (time.perf_counter() - clock) / len(chunk)})
+    order = {q["id"]: k for k, q in enumerate(questions)}
+    rows = sorted((r for r in {r["id"]: r for r in run_.samples()}.values() if r["id"] in order),
+                  key=lambda r: order[r["id"]])
+    seconds["questions"] = round(sum(r["seconds"] for r in rows), 1)
+    correct = [r["correct"] for r in rows]
     errors = [int(not c) for c in correct]
     table: dict[str, dict[str, Any]] = {}
-    for name, vals in scores.items():
-        v = np.asarray(vals, dtype=float)
+    filled: dict[str, np.ndarray] = {}
+    for name in rows[0]["scores"]:
+        v = np.asarray([r["scores"][name] for r in rows], dtype=float)
         missing = int((~np.isfinite(v)).sum())
-        v = np.where(np.isfinite(v), v, np.nanmedian(v) if missing < len(v) else 0.0)  # neutral fill
-        table[name] = {"roc_auc": roc_auc(v, errors), "prr": prr(v, correct),
-                       "ci": bootstrap_ci(roc_auc, v, errors, seed=seed), "missing_filled_with_median": missing}
-    for i, (q, it, r) in enumerate(zip(questions, items, reports, strict=True)):
-        run_.add_sample({"id": q["id"], "question": q["question"], "gold": q["gold"], "answer": it.answer,
-                         "correct": correct[i], "samples": it.samples,
-                         "scores": {k: scores[k][i] for k in scores}, "concepts": r.table(),
-                         "bad_extractions": r.bad_extractions, "n_extractions": r.n_extractions})
+        filled[name] = np.where(np.isfinite(v), v, np.nanmedian(v) if missing < len(v) else 0.0)  # neutral fill
+        table[name] = {"roc_auc": roc_auc(filled[name], errors), "prr": prr(filled[name], correct),
+                       "ci": bootstrap_ci(roc_auc, filled[name], errors, seed=seed), "missing_filled_with_median": missing}
     plot = _plot(run_, table)
     baselines = {k: v for k, v in table.items() if k != "clue" and math.isfinite(v["roc_auc"])}
-    best = max(baselines, key=lambda k: baselines[k]["roc_auc"])
-    ours = table["clue"]
-    reproduced = bool(ours["roc_auc"] > 0.5 and ours["ci"][0] > 0.5
-                      and ours["roc_auc"] >= baselines[best]["roc_auc"] - 0.02)
-    bad = sum(r.bad_extractions for r in reports)
-    tried = sum(r.n_extractions for r in reports)
-    examples = [{"question": q["question"], "answer": it.answer, "correct": c, "concepts": r.table()[:6]}
-                for q, it, c, r in list(zip(questions, items, correct, reports, strict=True))[:5]]
+    best = max(baselines, key=lambda k: baselines[k]["roc_auc"]) if baselines else "msp"
+    ours, theirs = table["clue"], table[best]
+    diff_ci = bootstrap_metric_diff_ci(roc_auc, filled["clue"], filled[best], errors, seed=seed)
+    bad = sum(r["bad_extractions"] for r in rows)
+    tried = sum(r["n_extractions"] for r in rows)
+    echoed = [c for r in rows for c in r["echoed_concepts"]]
+    valid_rate = 1 - bad / tried if tried else None
+    why = [] if 0 < sum(errors) < len(errors) else ["the greedy answers are all right or all wrong: ROC-AUC is undefined"]
+    if sanity["accuracy"] < MIN_NLI_ACCURACY:
+        why.append(f"LLM-as-NLI accuracy on the 40 sanity pairs is {sanity['accuracy']:.2f} (< {MIN_NLI_ACCURACY}): "
+                   "the NLI is the bottleneck")
+    if valid_rate is not None and valid_rate < MIN_VALID_RATE:
+        why.append(f"only {tried - bad} of {tried} concept extractions gave a valid concept (< {MIN_VALID_RATE:.0%})")
+    measurable = not why
+    reproduced = bool(measurable and ours["roc_auc"] > 0.5 and ours["ci"][0] > 0.5
+                      and ours["roc_auc"] >= theirs["roc_auc"] - 0.02)
+    examples = [{"question": r["question"], "answer": r["answer"], "correct": r["correct"], "concepts": r["concepts"][:6],
+                 "echoed_concepts": r["echoed_concepts"]} for r in rows[:5]]
+    validity = {"extractions": tried, "bad_extractions": bad, "valid_rate": valid_rate,
+                "echoed_concepts": len(echoed), "echoed_by_concept": dict(Counter(c.lower() for c in echoed)),
+                "questions_with_no_valid_answer_concept": sum(not any(c["in_answer"] for c in r["concepts"]) for r in rows),
+                "nli": "label-token log-probabilities (nothing parsed)"}
     details = {"nli_sanity": sanity, "accuracy_greedy": float(np.mean(correct)), "n_wrong": int(sum(errors)),
-               "metrics": table, "best_baseline": best, "bad_extractions": bad, "extractions": tried,
-               "mean_concepts_per_question": float(np.mean([len(r.concepts) for r in reports])),
+               "metrics": table, "best_baseline": best, "roc_auc_diff_ci": diff_ci, "validity": validity,
+               "mean_concepts_per_question": float(np.mean([len(r["concepts"]) for r in rows])),
                "examples": examples, "plot": plot.name, "seconds": seconds, "setup": setup}
     write_json(out / "details.json", details)
     run_.write_results(details)
     note = (f"Greedy accuracy {np.mean(correct):.2f} ({sum(errors)} wrong of {len(errors)}). CLUE ROC-AUC "
             f"{ours['roc_auc']:.3f} (95% CI {ours['ci'][0]:.2f}-{ours['ci'][1]:.2f}), PRR {ours['prr']:.3f}; best "
-            f"baseline {best} {baselines[best]['roc_auc']:.3f}. Pass if CLUE > 0.5 with CI excluding 0.5 and >= "
-            f"best baseline - 0.02. LLM-as-NLI accuracy on 40 pairs: {sanity['accuracy']:.2f}"
-            + (" (< 0.75: the NLI is the bottleneck)." if sanity["bottleneck"] else ".")
-            + f" Bad extractions: {bad}/{tried}.")
+            f"baseline {best} {theirs['roc_auc']:.3f}. Pass if CLUE > 0.5 with CI excluding 0.5 and >= "
+            f"best baseline - 0.02. Bad extractions (no valid concept): {bad}/{tried}; {len(echoed)} concepts "
+            "dropped as copies of the one-shot example."
+            + (" Not measurable: " + "; ".join(why) + "." if why else ""))
     claim = Claim(METHOD, "Concept-level uncertainty detects incorrect answers at least as well as sequence-level scores",
-                  "ROC-AUC for detecting incorrect greedy answers", ours["roc_auc"], baselines[best]["roc_auc"],
+                  "ROC-AUC for detecting incorrect greedy answers", _number(ours["roc_auc"]), _number(theirs["roc_auc"]),
                   f"best sequence-level baseline ({best})", reproduced,
-                  {**setup, "nli_accuracy": sanity["accuracy"]}, note=note)
+                  {**setup, "nli_accuracy": sanity["accuracy"]}, note=note, n=len(rows), ci=diff_ci,
+                  valid_rate=valid_rate, measurable=measurable)
     write_summary(out, [claim])
     return [claim]

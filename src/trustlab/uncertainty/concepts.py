@@ -4,6 +4,10 @@ The extractor is an LLM and its output is untrusted text: the parser accepts a J
 cut off mid-way), a JSON object with a ``"concepts"`` list, numbered or bulleted lists, a
 ``Concepts:`` prefix and plain comma-separated text. It never evaluates anything and never raises;
 an answer with no usable concept gives an empty list, which CLUE counts as a bad extraction.
+
+A small extractor often answers with the one-shot example's own concepts ("origins, evolution, modern
+era ...") whatever the text. :func:`example_copies` finds them: they are dropped and counted as invalid,
+never pooled or scored, unless the concept really occurs in the text being analysed.
 """
 
 from __future__ import annotations
@@ -11,18 +15,36 @@ from __future__ import annotations
 import json
 import re
 
+from trustlab.models.base import Message
+from trustlab.validity import copies_example, normalise
+
 # One-shot example from the paper (basketball history -> high-level concepts), in our wording.
-EXTRACTION_TEMPLATE = (
-    "List the high-level concepts in the text as a comma-separated list. Concepts capture meaning, "
-    "not wording.\n\n"
-    "Text: Basketball was invented in 1891 by James Naismith as an indoor game. Over the decades its rules "
+EXAMPLE_TEXT = (
+    "Basketball was invented in 1891 by James Naismith as an indoor game. Over the decades its rules "
     "evolved and the modern era brought the NBA. Legendary athletes such as Michael Jordan made it popular "
-    "around the world; today it is both an art form and a multimillion-dollar industry.\n"
-    "Concepts: origins, evolution, modern era, legendary athletes, global popularity, art form, "
-    "multimillion-dollar industry\n\n"
-    "Text: {text}\n"
-    "Concepts:"
+    "around the world; today it is both an art form and a multimillion-dollar industry."
 )
+EXAMPLE_CONCEPTS = ("origins", "evolution", "modern era", "legendary athletes", "global popularity", "art form",
+                    "multimillion-dollar industry")
+INSTRUCTION = ("List the high-level concepts in the text as a comma-separated list. Concepts capture meaning, "
+               "not wording.")
+
+
+def extraction_prompt(text: str) -> list[Message]:
+    """The one-shot extraction prompt for ``text`` as chat turns: the instruction, the example text as a
+    user turn and its concepts as the assistant's answer, then ``text``. (With SmolLM2-135M the example
+    as a past turn is copied less than the same example inline: 26 of 57 concepts were copies instead
+    of 35 of 50, on 20 answers of the committed CLUE run.)
+
+    Example:
+        >>> extraction_prompt("Tokyo is the capital of Japan.")[-1]
+        {'role': 'user', 'content': 'Text: Tokyo is the capital of Japan.'}
+    """
+    return [{"role": "system", "content": INSTRUCTION},
+            {"role": "user", "content": f"Text: {EXAMPLE_TEXT}"},
+            {"role": "assistant", "content": ", ".join(EXAMPLE_CONCEPTS)},
+            {"role": "user", "content": f"Text: {text}"}]
+
 
 MAX_CONCEPT_CHARS = 80
 _PREFIX = re.compile(r"^\s*(?:(?:the\s+)?(?:high[- ]level\s+)?concepts?\s*(?:are|include)?\s*[:\-]\s*)", re.I)
@@ -100,4 +122,23 @@ def parse_concepts(text: str, max_concepts: int = 12) -> list[str]:
         out.append(c)
         if len(out) == max_concepts:
             break
+    return out
+
+
+def example_copies(concepts: list[str], text: str) -> list[bool]:
+    """For each concept, whether it was copied from the one-shot example instead of read from ``text``.
+
+    A copy is one of the example's concepts, or a phrase of the example text (``"Michael Jordan"``,
+    ``"NBA"``), that does not occur in ``text`` itself (as whole words, up to case and punctuation).
+
+    Example:
+        >>> example_copies(["origins", "Tokyo", "modern era", "NBA"], "In the modern era Tokyo is the capital.")
+        [True, False, False, True]
+    """
+    own, example = f" {normalise(text)} ", f" {normalise(EXAMPLE_TEXT)} "
+    out = []
+    for c in concepts:
+        key = normalise(c)
+        copied = copies_example(c, EXAMPLE_CONCEPTS) or (bool(key) and f" {key} " in example)
+        out.append(copied and f" {key} " not in own)
     return out
