@@ -7,9 +7,10 @@ strips each factor's magnitude from its partner's gradient (the "unmagnified" gr
 when that basis turns), whitens with its inverse square root, and maps the step back through
 ``R_B^-T``. The resulting change of ``Z`` is the same for every equivalent ``(A, B)``.
 
-The file has two layers, as in optax: batched math on stacked ``(k, rows, r)`` factors
-(:func:`factor_rinv`, :func:`inverse_root`, :func:`escaped_mass`, :func:`bias_corrected_decay`), and
-the ``torch.optim.Optimizer`` wrapper :class:`LoRARITE` that pairs, stacks and keeps state.
+Two layers, as in optax: batched, stateless math on stacked ``(k, rows, r)`` factors in
+:mod:`trustlab.optim.rite_math` (:func:`cholesky_rinv`, :func:`qr_rinv`, :func:`inverse_root`,
+:func:`escaped_mass`, :func:`bias_corrected_decay`), and here the ``torch.optim.Optimizer`` wrapper
+:class:`LoRARITE` that pairs, stacks and keeps state.
 
 Implementation choices (see the module spec for the method):
 - The factor decomposition ``X = U R`` uses ``R = chol(X^T X)^T`` (an R-factor of QR up to signs),
@@ -51,114 +52,25 @@ import torch
 from torch import nn
 
 from trustlab.optim.pairs import LoRAPair, LoRAPairError, as_matrix, find_lora_pairs, from_matrix
+from trustlab.optim.rite_math import (
+    BASIS_TOL,
+    F64,
+    bias_corrected_decay,
+    btrace,
+    cholesky_rinv,
+    escaped_mass,
+    inverse_root,
+    qr_rinv,
+    sym,
+    xtx,
+)
 
-_F64 = torch.float64
+__all__ = ["BASIS_TOL", "LoRARITE", "bias_corrected_decay", "cholesky_rinv", "create_lora_rite_optimizer",
+           "escaped_mass", "inverse_root", "qr_rinv"]
 
 # --------------------------------------------------------------------------------------------------
-# Math core: batched, stateless.
+# Batching helpers.
 # --------------------------------------------------------------------------------------------------
-
-
-def bias_corrected_decay(beta: float, step: torch.Tensor) -> torch.Tensor:
-    """Adafactor-style decay ``b * (1 - b^(t-1)) / (1 - b^t)`` at step ``t >= 1``: 0 at ``t = 1``, -> b."""
-    t = step.to(_F64)
-    return beta * (1 - beta ** (t - 1)) / (1 - beta**t)
-
-
-# One-pass Cholesky basis accepted while ``eps * kappa_est^2`` stays below this: its orthonormality error
-# grows like ``eps * kappa^2`` (about 1e-6 here in float32), so well-conditioned factors keep the fast path.
-BASIS_TOL = 1e-5
-
-
-def cholesky_rinv(gram: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``R^-1`` from ``X^T X = R^T R`` (one Cholesky pass), a condition estimate and whether to trust it.
-
-    The Gram matrix squares the condition number, so the basis ``U = X R^-1`` is orthonormal only to
-    about ``eps * kappa(X)^2``. The estimate ``max_i (X^T X)_ii * ||R^-1||_F^2`` lies within a factor
-    ``r`` of ``kappa(X)^2`` either way (from the Cholesky factor already computed, no extra tall work).
-
-    Args:
-        gram: ``(k, r, r)`` float64 Gram matrices, computed from factors whose unit roundoff is ``eps``.
-        eps: machine epsilon of the dtype the Gram products ran in.
-
-    Returns:
-        ``(rinv, cond, ok)``: ``(k, r, r)`` ``R^-1``, ``(k,)`` estimated ``kappa(X)`` and ``(k,)`` bool: the
-        factorization succeeded and ``eps * cond^2 <= BASIS_TOL`` (or the factor is zero: ``R^-1 = 0``). Where ``ok`` is False, use
-        :func:`qr_rinv` on the factor itself.
-    """
-    chol, info = torch.linalg.cholesky_ex(gram)  # gram = L L^T, R = L^T
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device).expand_as(gram)
-    rinv = torch.linalg.solve_triangular(chol.mT, eye, upper=True)  # L^-T
-    scale = gram.diagonal(dim1=-2, dim2=-1).amax(-1)  # (k,)
-    zero = scale == 0  # a zero factor (PEFT's lora_B at init): R^-1 = 0 exactly, no fallback needed
-    cond2 = torch.where(zero, 1.0, scale * rinv.square().sum((-2, -1)))
-    rinv = torch.where(zero[:, None, None], 0.0, rinv)
-    ok = zero | ((info == 0) & cond2.isfinite() & (eps * cond2 <= BASIS_TOL))
-    return rinv, cond2.clamp_min(1.0).sqrt(), ok
-
-
-def qr_rinv(x: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``R^-1`` (pseudo-inverse where rank-deficient) from a float64 Householder QR of the factors themselves.
-
-    For ill-conditioned or rank-deficient factors, where :func:`cholesky_rinv` is not accurate. With
-    ``X = Q R`` and ``R = W diag(s) Z^T``, ``R^+ = Z diag(1/s)`` on the kept directions: ``U = X R^+`` has
-    orthonormal columns spanning the factor's range and zero columns elsewhere.
-
-    Args:
-        x: ``(k, rows, r)`` factors (any float dtype; the QR runs in float64).
-        rtol: singular values ``s <= rtol * max(s)`` count as zero: the factor's numerical rank deficiency.
-            Use ``eps`` of the factor's dtype: rounding a rank-deficient factor to float32 leaves spurious
-            singular values near ``0.3 eps * max(s)``, so smaller directions are noise.
-
-    Returns:
-        ``(rinv, cond)``: ``(k, r, r)`` float64 ``R^+`` and ``(k,)`` ``max(s) / min(kept s)`` (1 when nothing
-        is kept: a zero factor gives ``R^+ = 0``).
-
-    Example:
-        >>> x = torch.randn(64, 4, dtype=torch.float64) @ torch.diag(torch.tensor([1.0, 1e-3, 1e-6, 0.0], dtype=torch.float64))
-        >>> rinv, cond = qr_rinv(x[None], rtol=1e-12)
-        >>> int((rinv.abs().sum(-2) > 0).sum())  # kept directions
-        3
-    """
-    r = torch.linalg.qr(x.to(_F64), mode="r")[1]  # (k, r, r)
-    _, s, zt = torch.linalg.svd(r)
-    keep = s > rtol * s[..., :1]
-    inv = torch.where(keep, 1.0 / s.clamp_min(torch.finfo(_F64).tiny), torch.zeros_like(s))
-    s_min = torch.where(keep, s, torch.full_like(s, math.inf)).amin(-1)
-    cond = torch.where(keep.any(-1), s[..., 0] / s_min, torch.ones_like(s_min))
-    return zt.mT * inv.unsqueeze(-2), cond
-
-
-def inverse_root(v: torch.Tensor, rho: torch.Tensor, eps: float) -> torch.Tensor:
-    """``(V + rho I)^-1/2`` with ``eps`` added after the root: eigenvalues ``w -> 1 / (sqrt(w + rho) + eps)``.
-
-    Args:
-        v: ``(k, r, r)`` symmetric PSD matrices; negative round-off eigenvalues are clamped to 0.
-        rho: ``(k,)`` escaped mass added to every eigenvalue (0 when escape is off).
-        eps: added after the square root.
-    """
-    w, q = torch.linalg.eigh(v)
-    inv = 1.0 / ((w.clamp_min(0) + rho.unsqueeze(-1)).sqrt() + eps)
-    return (q * inv.unsqueeze(-2)) @ q.mT
-
-
-def escaped_mass(v_old: torch.Tensor, v_rot: torch.Tensor) -> torch.Tensor:
-    """Second-moment mass lost when the basis turns: ``min(max(max_i(dlambda_i), 0), max(dtrace, 0))``."""
-    d_eig = (torch.linalg.eigvalsh(v_old) - torch.linalg.eigvalsh(v_rot)).amax(-1).clamp_min(0)
-    d_tr = (_trace(v_old) - _trace(v_rot)).clamp_min(0)
-    return torch.minimum(d_eig, d_tr)
-
-
-def _trace(x: torch.Tensor) -> torch.Tensor:
-    return x.diagonal(dim1=-2, dim2=-1).sum(-1)
-
-
-def _sym(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (x + x.mT)
-
-
-def _gram(x: torch.Tensor) -> torch.Tensor:
-    return _sym(x.mT @ x)
 
 
 def _masked(views: list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]], mask: torch.Tensor,
@@ -389,7 +301,7 @@ class _Layout:
         dev = p0.device
         self.buckets = [(js, torch.tensor(js, device=dev), rank_first) for (_, rank_first), js in buckets.items()]
         self.partner = torch.arange(len(self.params), device=dev) ^ 1
-        self.rows = torch.tensor([p.numel() // self.rank for p in self.params], dtype=_F64, device=dev)
+        self.rows = torch.tensor([p.numel() // self.rank for p in self.params], dtype=F64, device=dev)
 
 
 class _RankBlock:
@@ -404,9 +316,9 @@ class _RankBlock:
                 shape = as_matrix(p, dim)[0].shape
                 st.update(step=torch.zeros((), dtype=torch.float32),
                           exp_avg=p.new_zeros(shape, dtype=dt), prev_factor=p.new_zeros(shape, dtype=dt),
-                          prev_rinv=p.new_zeros(r, r, dtype=_F64), exp_avg_sq=p.new_zeros(r, r, dtype=_F64),
-                          escape=p.new_zeros((), dtype=_F64))
-            st.setdefault("basis_cond", p.new_ones((), dtype=_F64))  # kappa of prev_factor (absent in old checkpoints)
+                          prev_rinv=p.new_zeros(r, r, dtype=F64), exp_avg_sq=p.new_zeros(r, r, dtype=F64),
+                          escape=p.new_zeros((), dtype=F64))
+            st.setdefault("basis_cond", p.new_ones((), dtype=F64))  # kappa of prev_factor (absent in old checkpoints)
 
     def prepare(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Decompose factors, unmagnify gradients; return (raw sum of squares, kept sum of squares).
@@ -415,7 +327,7 @@ class _RankBlock:
         """
         lay = self.lay
         n, r, dev = len(lay.params), lay.rank, lay.params[0].device
-        gram, cross, gtg = (torch.empty(n, r, r, dtype=_F64, device=dev) for _ in range(3))
+        gram, cross, gtg = (torch.empty(n, r, r, dtype=F64, device=dev) for _ in range(3))
         self.y, self.g, views = [], [], []
         for js, idx, rank_first in lay.buckets:
             # natural layout (k, r, rows) if rank_first else (k, rows, r); x = the (k, rows, r) view
@@ -423,13 +335,13 @@ class _RankBlock:
             g = torch.stack([as_matrix(lay.params[j].grad, lay.dims[j])[0] for j in js]).to(lay.dtype)
             y_old = _stack([self.states[j]["prev_factor"] for j in js])
             x, x_old, gx = (t.mT for t in (y, y_old, g)) if rank_first else (y, y_old, g)
-            gram[idx], cross[idx], gtg[idx] = ((x.mT @ x).to(_F64), (x.mT @ x_old).to(_F64),
-                                               (gx.mT @ gx).to(_F64))
+            gram[idx], cross[idx], gtg[idx] = ((x.mT @ x).to(F64), (x.mT @ x_old).to(F64),
+                                               (gx.mT @ gx).to(F64))
             self.y.append(y)
             self.g.append(g)
             views.append((js, x, x_old, gx))
         eps = torch.finfo(lay.dtype).eps
-        self.rinv, self.cond, ok = cholesky_rinv(_sym(gram), eps)  # (n, r, r), (n,), (n,)
+        self.rinv, self.cond, ok = cholesky_rinv(sym(gram), eps)  # (n, r, r), (n,), (n,)
         rinv_old = torch.stack([st["prev_rinv"] for st in self.states])
         cond_old = torch.stack([st["basis_cond"] for st in self.states])
         self.n_fallback = int((~ok).sum())
@@ -438,19 +350,19 @@ class _RankBlock:
             self.rinv[j], self.cond[j] = rinv_j[0], cond_j[0]
         q = self.rinv.mT @ cross @ rinv_old  # U_new^T U_old of each factor
         rp = self.rinv[lay.partner]
-        self.c_raw = _sym(rp.mT @ gtg @ rp)  # Gbar^T Gbar (n, r, r)
+        self.c_raw = sym(rp.mT @ gtg @ rp)  # Gbar^T Gbar (n, r, r)
         # Gram-type products in the factors' dtype lose about eps * kappa * kappa' of relative accuracy:
         # where that exceeds the tolerance (ill-conditioned factors only), recompute them from explicit
         # float64 bases U = X R^-1 and unmagnified gradients G R_p^-1.
         for j, x, x_old, _ in _masked(views, eps * self.cond * cond_old > BASIS_TOL):
-            q[j] = (x.to(_F64) @ self.rinv[j]).mT @ (x_old.to(_F64) @ rinv_old[j])
+            q[j] = (x.to(F64) @ self.rinv[j]).mT @ (x_old.to(F64) @ rinv_old[j])
         for j, _, _, g in _masked(views, eps * self.cond[lay.partner] ** 2 > BASIS_TOL):
-            self.c_raw[j] = _gram(g.to(_F64) @ rp[j])
+            self.c_raw[j] = xtx(g.to(F64) @ rp[j])
         self.p = q[lay.partner]  # basis change of each factor's partner: P_A = U_B^T U_B,old
-        sumsq = _trace(self.c_raw)
+        sumsq = btrace(self.c_raw)
         skip = self.group["update_skipping"]
         rms = (sumsq.clamp_min(0) / (lay.rows * r)).sqrt()
-        self.keep = (rms <= skip).to(_F64) if skip > 0 else torch.ones_like(rms)
+        self.keep = (rms <= skip).to(F64) if skip > 0 else torch.ones_like(rms)
         # a basis change that overflowed (factors too large for their dtype) makes the step non-finite too
         raw = torch.where(self.p.isfinite().all(), sumsq.sum(), torch.nan)
         return raw, (self.keep * sumsq.nan_to_num(0.0)).sum()
@@ -459,17 +371,17 @@ class _RankBlock:
         grp, st, lay = self.group, self.states, self.lay
         b1, b2 = grp["betas"]
         clip = grp["clip_unmagnified_grad"]
-        scale = (clip / norm.clamp_min(1e-300)).clamp_max(1.0) if clip > 0 else torch.ones((), dtype=_F64)
+        scale = (clip / norm.clamp_min(1e-300)).clamp_max(1.0) if clip > 0 else torch.ones((), dtype=F64)
         gain = self.keep * scale  # (n,) multiplier of each unmagnified gradient
         steps = torch.stack([s["step"] for s in st]) + 1
         d1, d2 = bias_corrected_decay(b1, steps), bias_corrected_decay(b2, steps)  # (n,)
         v_old = torch.stack([s["exp_avg_sq"] for s in st])
-        v_rot = _sym(self.p @ v_old @ self.p.mT)
+        v_rot = sym(self.p @ v_old @ self.p.mT)
         rho = torch.zeros_like(d2)
         if grp["apply_escape"]:
             rho = d2 * (torch.stack([s["escape"] for s in st]) + escaped_mass(v_old, v_rot))
         c = self.c_raw * (gain.square() / lay.rows)[:, None, None]
-        v = _sym(d2[:, None, None] * v_rot + (1 - d2)[:, None, None] * c)
+        v = sym(d2[:, None, None] * v_rot + (1 - d2)[:, None, None] * c)
         rp = self.rinv[lay.partner]
         # rank-last algebra: M = d1 M_old P^T + G K with K = (1 - d1) gain R_p^-1 (V + rho)^-1/2;
         # step = M R_p^-T (divided by the cap factor). Rank-first buckets compute the transposes.
@@ -511,7 +423,7 @@ class _RankBlock:
 
 def _balance(params: list[torch.Tensor]) -> None:
     """Rescale each pair ``(params[2i], params[2i+1])`` to the geometric mean of their norms."""
-    norms = torch.stack(torch._foreach_norm(params)).to(_F64).view(-1, 2)
+    norms = torch.stack(torch._foreach_norm(params)).to(F64).view(-1, 2)
     target = (norms[:, 0] * norms[:, 1]).sqrt()
     factors = torch.where(norms > 0, target[:, None] / norms.clamp_min(1e-300), torch.ones_like(norms))
     torch._foreach_mul_(params, [f.to(p.dtype) for f, p in zip(factors.flatten(), params, strict=True)])
