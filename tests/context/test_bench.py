@@ -18,12 +18,22 @@ from trustlab.bench.context_qa import (
     load_qa,
     qa_prompt,
 )
-from trustlab.bench.niah import NEEDLES, SF_NEEDLE, build_context, haystack_text, niah_prompt, recall
+from trustlab.bench.niah import (
+    INSTRUCTION,
+    NEEDLES,
+    SF_NEEDLE,
+    build_context,
+    haystack_text,
+    niah_prompt,
+    recall,
+)
 from trustlab.context.bench import (
     NO_TEMPLATE_CUE,
     Condition,
+    check_answer,
     conditions,
     niah_probes,
+    paired,
     qa_probes,
     render,
     run_probes,
@@ -134,10 +144,41 @@ def test_run_probes_scores_every_condition_and_resumes(tiny, tmp_path, monkeypat
 
     monkeypatch.setattr(tiny, "generate", refuse)
     again = run_probes(tiny, probes, conds, run=run, max_new_tokens=3)
-    assert sorted(r["key"] for r in again) == sorted(r["key"] for r in rows)
+    assert sorted(r["id"] for r in again) == sorted(r["id"] for r in rows)
+    assert all(r["valid"] == (r["invalid_reason"] is None) for r in rows)
     summary = summarise(rows)
     assert summary["niah"]["template"]["n"] == 2 and "follows_context" in summary["counterfactual"]["template"]
 
 
 def test_niah_prompt_puts_the_question_last():
     assert niah_prompt("doc", "Q?").endswith("Question: Q?")
+
+
+def test_answers_that_echo_the_prompt_are_invalid_and_never_scored(tokenizer):
+    probe = niah_probes(tokenizer, [120], [0.5])[0]
+    real = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
+    assert check_answer(real, probe) == (real, None)
+    assert check_answer(f"Answer: {real}\nQuestion: What else?", probe) == (real, None)  # restated cue, then more
+    assert check_answer("", probe) == ("", None)  # saying nothing is a valid miss
+    echo = INSTRUCTION.split(" the question")[0]  # "Read the document below and answer"
+    assert check_answer(f"{echo} the question.", probe)[1] == "echoes the instruction"
+    for fmt in ("Answer: Answer:", "Question: What is the best thing to do in San Francisco?", "\nDocument:\n"):
+        assert check_answer(fmt, probe) == ("", "repeats the prompt format instead of answering")
+    # quoting the document itself is an answer, not an echo
+    quote = probe.own.split(".")[1].strip()
+    assert len(quote.split()) >= 5 and check_answer(quote, probe)[1] is None
+
+
+def test_summary_and_pairs_use_valid_answers_only():
+    def row(probe, cond, err, valid=True):
+        return {"task": "niah", "probe": probe, "condition": cond, "answer": "x" if err is not None else "",
+                "valid": valid, "recall_error": err if valid else None, "recall": None if err is None else 1 - err}
+
+    rows = [row("a", "template", 1.0), row("a", "steered", 0.0), row("b", "template", 0.0),
+            row("b", "steered", None, valid=False), row("c", "template", 0.5), row("c", "steered", 0.5)]
+    s = summarise(rows)["niah"]
+    assert s["steered"]["recall_error"] == 0.25 and s["steered"]["n"] == 3 and s["steered"]["n_valid"] == 2
+    assert s["steered"]["valid_rate"] == pytest.approx(2 / 3) and s["template"]["valid_rate"] == 1.0
+    assert paired(rows, "niah", "recall_error", "steered", "template") == (["a", "c"], [0.0, 0.5], [1.0, 0.5])
+    none = summarise([row("a", "t", None, valid=False)])["niah"]["t"]
+    assert none["recall_error"] is None and none["valid_rate"] == 0.0

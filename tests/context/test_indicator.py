@@ -71,7 +71,7 @@ def test_label_for_indicator_and_black_box_refusal(tiny):
     assert len(scores[0]) == 2 and labelled[0][0]["content"].endswith("[IND]")
     assert labelled[0][2]["content"].endswith("[IND]")
     with pytest.raises(CapabilityError):
-        score_conversations([CONV], OpenAIModel("http://127.0.0.1:9/v1", model_name="x"), layer=0)
+        score_conversations([CONV], OpenAIModel("http://127.0.0.1:9/v1", model_name="x", probe=False), layer=0)
     with pytest.raises(ValueError, match="out of range"):
         score_conversations([CONV], tiny, layer=7)
 

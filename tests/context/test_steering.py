@@ -230,7 +230,7 @@ def test_bad_arguments_and_black_box_models_fail_early(tiny):
     with pytest.raises(ValueError, match="layers"):
         UserSteering(tiny, layers=[5])
     with pytest.raises(CapabilityError, match="attentions"):
-        UserSteering(OpenAIModel("http://127.0.0.1:9/v1", model_name="x"))
+        UserSteering(OpenAIModel("http://127.0.0.1:9/v1", model_name="x", probe=False))
 
 
 def test_spans_come_from_the_template_not_from_string_search(tiny):

@@ -30,6 +30,35 @@ def test_cache_matches_the_gguf(smollm, smollm_dir):
     assert (smollm_dir / "model.safetensors").exists()
 
 
+def test_cache_equals_the_gguf_packages_own_dequantisation(smollm, smollm_dir):
+    """Independent of transformers' loader: every cached weight is ``gguf.dequantize`` of its GGUF tensor, and
+    the cache folder names the transformers and gguf versions that produced it."""
+    import json
+    from importlib.metadata import version
+
+    assert embedded.check_against_gguf(smollm.model, embedded.gguf_path()) == 0.0
+    assert f"transformers{version('transformers')}-gguf{version('gguf')}" in smollm_dir.name
+    producer = json.loads((smollm_dir / "producer.json").read_text())
+    assert producer["transformers"] == version("transformers") and producer["max_abs_diff_vs_gguf"] == 0.0
+    assert producer["gguf_sha256"] == embedded.SMOLLM2.sha256
+
+
+def test_weights_that_differ_from_the_gguf_are_refused(smollm):
+    from trustlab.errors import CapabilityError
+
+    weight = smollm.model.model.layers[3].mlp.down_proj.weight
+    old = weight[0, 0].item()
+    with torch.no_grad():
+        weight[0, 0] = old + 1e-3
+    try:
+        with pytest.raises(CapabilityError, match=r"differ from gguf.dequantize by up to 0.001.*transformers \d"):
+            embedded.check_against_gguf(smollm.model, embedded.gguf_path())
+    finally:
+        with torch.no_grad():
+            weight[0, 0] = old
+    assert embedded.check_against_gguf(smollm.model, embedded.gguf_path()) == 0.0
+
+
 def test_sentence_encoder_similarities():
     enc = embedded.load_sentence_encoder()
     e = enc.encode(["A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell today."],

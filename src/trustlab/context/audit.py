@@ -85,11 +85,12 @@ def evaluate(model: Any, run: Any, *, lengths: Sequence[int], depths: Sequence[f
     result: dict[str, Any] = {"conditions": [c.name for c in conds], "summary": summary,
                               "grid": {"lengths": list(lengths), "depths": list(depths), "needles": needles}}
     steered = f"steered_{alphas[0]:g}" if alphas else None
-    if "template" in niah:
-        result["template_gap"] = niah["template"]["recall_error"] - niah["no_template"]["recall_error"]
-    if steered in niah:
+    err = {c: v["recall_error"] for c, v in niah.items()}  # None where no answer was valid
+    if err.get("template") is not None and err.get("no_template") is not None:
+        result["template_gap"] = err["template"] - err["no_template"]
+    if err.get("template") is not None and err.get(steered) is not None:
         result["alpha"] = alphas[0]
-        result["steering_effect"] = niah["template"]["recall_error"] - niah[steered]["recall_error"]
+        result["steering_effect"] = err["template"] - err[steered]
     if mass_lengths and model.capabilities.attentions and model.capabilities.chat_template:
         texts = [niah_prompt(build_context(tokenizer, n, 0.5), NEEDLES[0].question) for n in mass_lengths]
         result["user_attention_mass"] = {
@@ -99,6 +100,7 @@ def evaluate(model: Any, run: Any, *, lengths: Sequence[int], depths: Sequence[f
     write_json(run.path / "context.json", result)
     images = [run.save_plot(plot_niah(rows, f"NIH recall error: {model.name}"), "context_niah")] if niah else []
     table = [{"condition": c, "NIH recall error": niah.get(c, {}).get("recall_error", ""),
+              "NIH valid answers": niah.get(c, {}).get("valid_rate", ""),
               "QA follows context": qa_sum.get(c, {}).get("follows_context", ""),
               "QA F1": qa_sum.get(c, {}).get("f1", "")} for c in result["conditions"]]
     return [Section("Context awareness", _verdict(result), table=table, images=images, anchor="context")]

@@ -5,22 +5,33 @@ input, followed by an answer cue), ``template`` (one user turn in the model's ch
 default system prompt included) and ``steered`` (the template plus :class:`UserSteering`). With
 ``indicator=" [IND]"`` the indicator is appended to the question, for models fine-tuned with it.
 Greedy decoding throughout. Results are per-probe rows; :func:`summarise` pools them per condition.
+
+Model output is untrusted data. An answer that repeats the prompt's fixed text (five or more consecutive
+words of the instruction that the document or question does not contain) or only its format (``Question:``,
+``Document:``, the ``Answer:`` cue) instead of answering is *invalid*: it is counted (``valid_rate``) and
+never scored. A valid answer is scored on its text up to the first line where the model starts a new prompt
+section (``Question:`` ...), after dropping a restated ``Answer:`` cue at its start. An empty answer is a
+valid miss (the model chose to say nothing).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trustlab.bench.context_qa import QAItem, exact_match, f1, follows_context, qa_prompt
-from trustlab.bench.niah import NEEDLES, Needle, build_context, niah_prompt, recall
+from trustlab.bench.context_qa import QA_INSTRUCTION, QAItem, exact_match, f1, follows_context, qa_prompt
+from trustlab.bench.niah import INSTRUCTION, NEEDLES, Needle, build_context, niah_prompt, recall
 from trustlab.context.spans import render_with_spans
 from trustlab.context.steering import UserSteering
 from trustlab.report import progress
+from trustlab.validity import echoes_source
 
 NO_TEMPLATE_CUE = "\nAnswer: "  # [recon]; without the trailing space SmolLM2 ends at once (see results)
+_LEADING_CUE = re.compile(r"^\s*(?:answer\s*:\s*)+", re.IGNORECASE)
+_NEW_SECTION = re.compile(r"(?:^|\n)\s*(?:question|document|answer)\s*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,8 @@ class Probe:
         content: builds the user-turn text from an indicator string.
         score: maps an answer to a dict of metrics (higher is better).
         meta: anything to keep with the row (length, depth, needle ...).
+        source: the prompt's fixed text (instruction, format words) that an answer must not echo.
+        own: the probe's own text (document, question) that an answer may quote.
     """
 
     id: str
@@ -75,6 +88,27 @@ class Probe:
     content: Callable[[str], str]
     score: Callable[[str], dict[str, float]]
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    own: str = ""
+
+
+def check_answer(answer: str, probe: Probe) -> tuple[str, str | None]:
+    """The part of an answer that is scored, and why the answer is invalid (None when it is valid).
+
+    Example:
+        >>> check_answer("Answer: Question: What is the code?", probe)
+        ('', 'repeats the prompt format instead of answering')
+        >>> check_answer("Answer: Lyon.\\nQuestion: next?", probe)
+        ('Lyon.', None)
+    """
+    if echoes_source(answer, probe.source, min_words=5, unless_in=probe.own):
+        return "", "echoes the instruction"
+    body = _LEADING_CUE.sub("", answer)
+    cut = _NEW_SECTION.search(body)
+    scored = (body[: cut.start()] if cut else body).strip()
+    if answer.strip() and not any(c.isalnum() for c in scored):
+        return "", "repeats the prompt format instead of answering"
+    return scored, None
 
 
 def niah_probes(tokenizer: Any, lengths: Sequence[int], depths: Sequence[float],
@@ -94,7 +128,8 @@ def niah_probes(tokenizer: Any, lengths: Sequence[int], depths: Sequence[float],
                     return {"recall": r, "recall_error": 1.0 - r}
 
                 probes.append(Probe(f"niah-{k}-{n}-{d:g}", "niah", content, score,
-                                    {"needle": k, "length": n, "depth": d}))
+                                    {"needle": k, "length": n, "depth": d},
+                                    source=f"{INSTRUCTION} Document: Question:", own=f"{document} {needle.question}"))
     return probes
 
 
@@ -108,7 +143,8 @@ def qa_probes(items: Sequence[QAItem], task: str = "counterfactual") -> list[Pro
                 row["follows_context"] = follows_context(answer, it)
             return row
 
-        probes.append(Probe(item.id, task, lambda ind, it=item: qa_prompt(it, ind), score))
+        probes.append(Probe(item.id, task, lambda ind, it=item: qa_prompt(it, ind), score,
+                            source=QA_INSTRUCTION, own=f"{item.context} {item.question}"))
     return probes
 
 
@@ -128,15 +164,17 @@ def run_probes(model: Any, probes: Sequence[Probe], conds: Sequence[Condition], 
         model: an ``HFModel`` (steered conditions need attentions).
         probes: from :func:`niah_probes` / :func:`qa_probes`.
         conds: from :func:`conditions`.
-        run: a ``RunFolder``: rows are appended to its samples.jsonl and rows already there are reused.
+        run: a ``RunFolder`` keyed by ``id``: rows are appended to its samples.jsonl and rows already there
+            (same id) are reused, so a killed run continues where it stopped.
         max_new_tokens: answer length (greedy).
         batch_size: prompts per generate call (similar lengths are batched together).
 
     Returns:
-        One row per (probe, condition): ids, condition, meta, answer and metrics.
+        One row per (probe, condition): ids, condition, meta, answer, ``valid`` (with ``invalid_reason``) and
+        the metrics (None for an invalid answer).
     """
-    done = {r["key"]: r for r in (run.samples() if run is not None else [])
-            if str(r.get("key", "")).startswith("context/")}
+    done = {r["id"]: r for r in (run.samples() if run is not None else [])
+            if str(r.get("id", "")).startswith("context/")}
     rows = []
     for cond in conds:
         key = {p.id: f"context/{p.task}/{cond.name}/{p.id}" for p in probes}
@@ -153,25 +191,56 @@ def run_probes(model: Any, probes: Sequence[Probe], conds: Sequence[Condition], 
                     outs = model.generate(prompts, chat_template=True, max_new_tokens=max_new_tokens)
             for p, out in zip(chunk, outs):
                 answer = out[0].text
-                row = {"key": key[p.id], "task": p.task, "probe": p.id,
-                       "condition": cond.name, **p.meta, "answer": answer, **p.score(answer)}
+                scored, reason = check_answer(answer, p)
+                metrics = p.score(scored) if reason is None else dict.fromkeys(p.score(""))
+                row = {"id": key[p.id], "task": p.task, "probe": p.id, "condition": cond.name, **p.meta,
+                       "answer": answer, "scored_text": scored, "valid": reason is None, "invalid_reason": reason,
+                       **metrics}
                 rows.append(row)
                 if run is not None:
                     run.add_sample(row)
     return rows
 
 
-def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean of every metric per task and condition: ``{task: {condition: {metric: mean, "n": count}}}``."""
+METRICS = ("recall", "recall_error", "em", "f1", "follows_context")
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per task and condition: the mean of every metric over the valid answers, ``n`` (answers),
+    ``n_valid``, ``valid_rate`` and ``empty`` (valid answers with no text). A metric is None when no
+    answer of the group is valid.
+
+    Example:
+        >>> summarise(rows)["niah"]["template"]
+        {'recall': 0.9, 'recall_error': 0.1, 'n': 45, 'n_valid': 44, 'valid_rate': 0.978, 'empty': 0}
+    """
     acc: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         acc[(r["task"], r["condition"])].append(r)
-    out: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
-    metrics = ("recall", "recall_error", "em", "f1", "follows_context")
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for (task, cond), group in acc.items():
-        stats = {m: sum(r[m] for r in group) / len(group) for m in metrics if m in group[0]}
-        out[task][cond] = {**stats, "n": len(group)}
+        valid = [r for r in group if r.get("valid", True)]
+        names = [m for m in METRICS if m in group[0]]
+        stats = {m: sum(r[m] for r in valid) / len(valid) if valid else None for m in names}
+        out[task][cond] = {**stats, "n": len(group), "n_valid": len(valid), "valid_rate": len(valid) / len(group),
+                           "empty": sum(not r["answer"].strip() for r in valid)}
     return dict(out)
+
+
+def paired(rows: Sequence[dict[str, Any]], task: str, metric: str, ours: str,
+           baseline: str) -> tuple[list[str], list[float], list[float]]:
+    """Probe ids and per-probe values of ``metric`` under two conditions, for the probes valid under both
+    (the items of a paired bootstrap).
+
+    Example:
+        >>> ids, steered, plain = paired(rows, "niah", "recall_error", "steered_0.9", "template")
+    """
+    by: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if r["task"] == task and r["condition"] in (ours, baseline) and r.get("valid", True):
+            by[r["probe"]][r["condition"]] = r
+    ids = sorted(p for p, conds in by.items() if len(conds) == 2)
+    return ids, [by[p][ours][metric] for p in ids], [by[p][baseline][metric] for p in ids]
 
 
 def user_attention_mass(model: Any, texts: Sequence[str], *, chat_template: bool) -> float:
@@ -214,7 +283,7 @@ def plot_niah(rows: Sequence[dict[str, Any]], title: str = "NIH recall error") -
     from trustlab.report import plt
 
     pyplot = plt()
-    niah = [r for r in rows if r["task"] == "niah"]
+    niah = [r for r in rows if r["task"] == "niah" and r.get("valid", True)]
     conds = list(dict.fromkeys(r["condition"] for r in niah))
     lengths = sorted({r["length"] for r in niah})
     depths = sorted({r["depth"] for r in niah})

