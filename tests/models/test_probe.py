@@ -27,7 +27,7 @@ from trustlab.uncertainty.nli import NLI_LABELS
 def test_context_window_from_models_metadata():
     assert context_from_models_entry({"id": "m", "object": "model", "max_model_len": 32768}) == 32768  # vLLM
     assert context_from_models_entry({"id": "m", "meta": {"n_ctx": 4096, "n_ctx_train": 8192}}) == 4096
-    assert context_from_models_entry({"id": "m", "meta": {"n_vocab": 49152, "n_ctx_train": 8192}}) == 8192
+    assert context_from_models_entry({"id": "m", "meta": {"n_vocab": 49152, "n_ctx_train": 8192}}) is None
     assert context_from_models_entry({"id": "m", "owned_by": "me"}) is None  # llama-cpp-python, transformers serve
     assert context_from_models_entry({"id": "m", "max_model_len": True, "n_ctx": "2048"}) is None
 
@@ -145,8 +145,10 @@ class _OddServer(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self):
-        self._send(200, {"data": [{"id": "odd", "context_length": 1024}]})
+    def do_GET(self):  # llama.cpp-style: /v1/models has meta without the runtime window, /props has it
+        if self.path == "/props":
+            return self._send(200, {"default_generation_settings": {"n_ctx": 1024}, "total_slots": 1})
+        self._send(200, {"data": [{"id": "odd", "meta": {"n_ctx_train": 8192}}]})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -169,7 +171,7 @@ def test_probe_on_a_server_that_refuses_n_and_sends_bad_logprobs():
     finally:
         server.shutdown()
     assert (caps.native_n, caps.logprobs, caps.sampling, caps.seed, caps.max_context) == (False, False, None, None, 1024)
-    assert m.model_name == "odd" and probe["requests"] == 7  # /models + 5 generations + the refused n = 2
+    assert m.model_name == "odd" and probe["requests"] == 8  # /models, /props, 5 generations, the refused n = 2
     assert any("refused n=2" in n for n in probe["notes"]) and any("undecided" in n for n in probe["notes"])
     assert any("<= 0" in n for n in probe["notes"])
 

@@ -136,10 +136,13 @@ class OpenAIModel(ModelHandle):
         return {**out, "probe": self.probe_result.to_dict() if self.probe_result else None}
 
     # ------------------------------------------------------------------ HTTP
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+                 root: bool = False) -> dict[str, Any]:
+        """One API call with retries; ``root=True`` addresses the server root (``/props``), not ``/v1``."""
         import httpx
 
-        url = f"{self.base_url}{path}"
+        base = self.base_url.removesuffix("/v1") if root else self.base_url
+        url = f"{base}{path}"
         last: str = ""
         for attempt in range(self.max_retries + 1):
             if attempt:

@@ -5,7 +5,8 @@ greedily at any temperature unless the model's generation config samples, return
 ``n`` asks, and sends no log-probs; llama.cpp ignores ``n``. A method that trusts the request instead of
 the server then measures a constant (CLUE reported ln 2 for every question). :func:`probe_endpoint`
 sends five generation requests of 8 new tokens, built by the handle itself (so what it measures is what
-the handle gets), plus one ``GET /models``; a server that refuses ``n = 2`` costs one more:
+the handle gets), plus ``GET /models`` (and ``GET /props`` on llama.cpp); a server that refuses ``n = 2``
+costs one more:
 
 1. greedy (this also warms the server's prompt cache, so later requests see the same numerics);
 2. temperature 1.5, seed ``s``, ``n = 2``; sent twice (same seed: same text?);
@@ -15,7 +16,8 @@ the handle gets), plus one ``GET /models``; a server that refuses ``n = 2`` cost
 
 ``sampling`` is True when the sampled texts differ, False when every sampled text equals the greedy one;
 ``seed`` is only decided when sampling works; ``max_context`` comes from the ``/models`` metadata when a
-server gives it (vLLM's ``max_model_len``, llama.cpp's ``n_ctx``), else stays unknown.
+server gives it (vLLM's ``max_model_len``; llama.cpp, whose entry has ``meta``: ``n_ctx`` from ``/props``),
+else stays unknown.
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ def context_from_models_entry(entry: dict[str, Any]) -> int | None:
     Example:
         >>> context_from_models_entry({"id": "m", "max_model_len": 4096})          # vLLM
         4096
-        >>> context_from_models_entry({"id": "m", "meta": {"n_ctx_train": 8192}})  # llama.cpp
-        8192
+        >>> context_from_models_entry({"n_ctx": 2048, "n_slots": 1})  # llama.cpp's /props settings
+        2048
         >>> context_from_models_entry({"id": "m"}) is None
         True
     """
@@ -86,8 +88,7 @@ def context_from_models_entry(entry: dict[str, Any]) -> int | None:
             value = source.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
-    value = meta.get("n_ctx_train")  # llama.cpp: the training window, when the runtime one is not listed
-    return value if isinstance(value, int) and value > 0 else None
+    return None  # llama.cpp's meta.n_ctx_train is the training window, not what the server was started with
 
 
 def logprobs_problem(choice: dict[str, Any], chat: bool) -> str | None:
@@ -133,7 +134,14 @@ def probe_endpoint(model: OpenAIModel) -> ProbeResult:
     """
     calls0 = model.calls
     notes: list[str] = []
-    max_context = context_from_models_entry(model.model_entry())
+    entry = model.model_entry()
+    max_context = context_from_models_entry(entry)
+    if max_context is None and isinstance(entry.get("meta"), dict):  # llama.cpp: the runtime window is in /props
+        try:
+            props = model._request("GET", "/props", root=True)
+            max_context = context_from_models_entry(props.get("default_generation_settings") or props)
+        except EndpointError as exc:
+            notes.append(f"/props failed: {str(exc)[:160]}")
     if max_context is None:
         notes.append("/models gives no context window")
 
