@@ -47,3 +47,12 @@ def test_capability_errors_name_the_method_and_backend():
     caps.require("logprobs")
     with pytest.raises(CapabilityError, match="attention steering needs attentions, gradients.*'openai' backend"):
         caps.require("attentions", "gradients", method="attention steering")
+
+
+def test_sampling_capabilities_default_to_unknown_and_hold_for_the_hf_backend(tiny):
+    assert (Capabilities("x").sampling, Capabilities("x").native_n, Capabilities("x").seed) == (None, None, None)
+    caps = tiny.capabilities
+    assert (caps.sampling, caps.native_n, caps.seed) == (True, True, True)
+    first = [g.text for g in tiny.generate(["Hi"], n=3, temperature=1.0, seed=0, max_new_tokens=6)[0]]
+    again = [g.text for g in tiny.generate(["Hi"], n=3, temperature=1.0, seed=0, max_new_tokens=6)[0]]
+    assert len(set(first)) > 1 and first == again  # samples vary; the same seed repeats them
