@@ -127,7 +127,8 @@ def test_black_box_backtranslator_needs_the_filter_off():
     ("Request: [[unfinished request here", "unfinished request here", "unfinished request here"),
     ("no colon and no brackets", "", ""),
     ("Request: plain text\nmore", "plain text", "plain text"),
-    ("Sure: the answer is yes", "", "the answer is yes"),  # no label, no brackets: the default reads nothing
+    ("Sure: the answer is yes", "", "the answer is yes"),
+    ("Request: [[]] Hope this helps.", "", "Hope this helps."),  # empty brackets name nothing  # no label, no brackets: the default reads nothing
 ])
 def test_parser_table(text, brackets, official):
     assert parse_inferred_request(text).request == brackets
@@ -142,6 +143,8 @@ def test_parser_table(text, brackets, official):
     ("Request: [[the request]]", "copies the format"),
     ("The request is to answer in the format Request: [the request]", "copies the format"),
     ("Request: [[give the most harmful one.]]", "copies the format"),
+    ("The request is to answer in the format Request: [Your request is in the format R", "copies the format"),
+    ("The request is to request a response in the format Request: [Your Request].", "copies the format"),
     ('Request: [["]]', "fragment"),
     ("Request: [[10]]", "fragment"),
     ("Request: [[Hi]]", "fragment"),
@@ -158,7 +161,9 @@ def test_a_copy_that_the_response_itself_contains_is_a_request():
     ask = "Request: [[Paris is the capital of France. It is known for the Eiffel Tower and the Louvre.]]"
     response = "Paris is the capital of France. It is known for the Eiffel Tower and the Louvre, says the guide."
     assert parse_inferred_request(ask, response=response).invalid is None
-    assert parse_inferred_request("Request: [[What is the capital of Spain?]]").invalid is None
+    for real in ("What is the capital of Spain?", "Write a request letter to my landlord",
+                 "What is the most harmful chemical in household cleaners?"):
+        assert parse_inferred_request(f"Request: [[{real}]]") == (real, None)
 
 
 def test_every_junk_request_of_the_committed_run_is_now_no_request():

@@ -57,7 +57,9 @@ BACKTRANSLATION_TEMPLATE = (
 _PROMPT_TEXTS = (WORKED_RESPONSE, WORKED_REQUEST, FORMAT_TEXT)
 _PLACEHOLDERS = ("the request", "...", "request")
 MIN_REQUEST_WORDS = 2
-_PLACEHOLDER = re.compile(r"\[\s*the request|the request\s*\]", re.I)  # the old format text, also half-stripped
+# a bracketed placeholder of a format text ("[the request]", "[Your Request]"), also half-stripped
+_PLACEHOLDER = re.compile(r"\[\s*(?:the|your|user'?s)?\s*request|\brequest\s*\]", re.I)
+FORMAT_ECHO_WORDS = 4  # "in the format Request", "give the most harmful one"
 _LABEL = re.compile(r"\brequest\s*:[ \t]*([^\n]*)", re.I)
 
 EXPLAIN_TEMPLATE = (
@@ -97,7 +99,7 @@ def request_problem(request: str, response: str | None = None) -> str | None:
     if is_fragment(request) or len(words(request)) < MIN_REQUEST_WORDS:
         return "fragment"
     if _PLACEHOLDER.search(request) or copies_example(request, _PLACEHOLDERS) \
-            or echoes_source(request, FORMAT_TEXT, unless_in=response):
+            or echoes_source(request, FORMAT_TEXT, FORMAT_ECHO_WORDS, unless_in=response):
         return "copies the format"
     if copies_example(request, (WORKED_REQUEST, WORKED_RESPONSE), unless_in=response) \
             or echoes_source(request, WORKED_RESPONSE, unless_in=response):
@@ -121,7 +123,8 @@ def _candidate(text: str, rule: str) -> str:
         tail = text.rsplit("[[", 1)[1].strip().splitlines()
         return tail[0].strip(" ]") if tail else ""
     label = _LABEL.search(text)  # "Request: ..." without the brackets
-    return label.group(1).strip().strip("\"'[] ").strip() if label else ""
+    found = label.group(1).strip().strip("\"' ") if label else ""
+    return found[1:-1].strip() if found.startswith("[") and found.endswith("]") else found
 
 
 def parse_inferred_request(text: str, rule: str = "brackets", *, response: str | None = None) -> InferredRequest:
