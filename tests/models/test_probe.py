@@ -187,3 +187,16 @@ def test_clue_refuses_when_llm_nli_judges_no_pair():
     clue = CLUE(judge, nli=LLMNLI(judge), embedder=Enc(), extractor=ScriptedModel(lambda p: "Apple, Steve Jobs"))
     with pytest.raises(CapabilityError, match="judged none of the"):
         clue.estimate_from_samples(["Steve Jobs founded Apple.", "Wozniak founded Apple in a garage."])
+
+
+def test_llm_nli_refuses_after_a_pilot_with_no_label():
+    pairs = [(f"Premise {i}.", f"Hypothesis {i}.") for i in range(5)]
+    judge = ScriptedModel(lambda p: "The premise says")
+    with pytest.raises(CapabilityError, match="none of the first 2 answers.*other 3 pairs were not sent"):
+        LLMNLI(judge, pilot=2).entail(pairs)
+    assert [len(a) for a in judge.asked] == [2]
+    sure = ScriptedModel(lambda p: "Entailment" if "0" in p else "The premise says")
+    nli = LLMNLI(sure, pilot=2)
+    scores = nli.entail(pairs)
+    assert scores[0] == pytest.approx(1.0, abs=1e-5) and all(math.isnan(s) for s in scores[1:])
+    assert [len(a) for a in sure.asked] == [2, 3] and (nli.validity.n_valid, nli.validity.n_invalid) == (1, 4)

@@ -70,6 +70,12 @@ def _first_token_ids(tokenizer, labels: Mapping[str, Sequence[str]]) -> dict[str
     return out
 
 
+def reads_logits(model: ModelHandle) -> bool:
+    """Whether :func:`label_logprobs` reads ``model``'s next-token distribution (a white-box handle with
+    ``forward`` and a tokenizer) rather than parsing a generated answer, which can be invalid."""
+    return hasattr(model, "forward") and getattr(model, "tokenizer", None) is not None
+
+
 def _normalise(logps: dict[str, float]) -> dict[str, float]:
     top = max(logps.values())
     z = top + math.log(sum(math.exp(v - top) for v in logps.values()))
@@ -112,7 +118,7 @@ def label_logprobs(
     prompts = list(prompts)
     if not prompts:
         return []
-    if hasattr(model, "forward") and getattr(model, "tokenizer", None) is not None:
+    if reads_logits(model):
         return _white_box(model, prompts, labels, chat_template)
     return _black_box(model, prompts, labels, chat_template, on_invalid)
 

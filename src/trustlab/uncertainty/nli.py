@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from trustlab.errors import require
+from trustlab.errors import CapabilityError, require
 from trustlab.models.base import ModelHandle
 from trustlab.validity import ValidityCounter
 
@@ -68,6 +68,9 @@ class LLMNLI(_Cached):
         template: the prompt, with ``{premise}`` and ``{hypothesis}``; it must ask for one of the
             three label words.
         max_chars: premises are cut to this many characters (default 1000).
+        pilot: black-box only: before it has seen a valid answer, a batch of more pairs than this is
+            scored in two steps; when none of the first ``pilot`` answers is a label, it refuses with
+            :class:`CapabilityError` instead of sending the rest (default 8).
 
     Attributes:
         validity: scored pairs whose answer parsed into a label, and why the others did not.
@@ -77,20 +80,31 @@ class LLMNLI(_Cached):
         >>> nli.entail([("The sky is blue.", "The sky has a colour.")])
     """
 
-    def __init__(self, model: ModelHandle, template: str = NLI_TEMPLATE, max_chars: int = 1000):
+    def __init__(self, model: ModelHandle, template: str = NLI_TEMPLATE, max_chars: int = 1000, pilot: int = 8):
         super().__init__()
         self.model = model
         self.template = template
         self.max_chars = max_chars
+        self.pilot = pilot
         self.name = f"llm-nli:{model.name}"
         self.validity = ValidityCounter()
 
     def _score(self, pairs: list[tuple[str, str]]) -> list[float]:
-        from trustlab.models.labels import label_logprobs
+        from trustlab.models.labels import label_logprobs, reads_logits
 
         prompts = [self.template.format(premise=p[: self.max_chars], hypothesis=h) for p, h in pairs]
+        dists: list = []
+        if not reads_logits(self.model) and self.validity.n_valid == 0 and len(prompts) > self.pilot:
+            dists = label_logprobs(self.model, prompts[: self.pilot], NLI_LABELS, on_invalid="none")
+            if all(d is None for d in dists):
+                self.validity.invalid("answer is not one of entailment / neutral / contradiction", len(dists))
+                raise CapabilityError(
+                    f"LLM-as-NLI with {self.model.name!r}: none of the first {self.pilot} answers was entailment, "
+                    f"neutral or contradiction, so the other {len(prompts) - self.pilot} pairs were not sent. "
+                    "Use an NLI classifier (a local MNLI model) or a model that follows the NLI prompt.")
+        dists += label_logprobs(self.model, prompts[len(dists):], NLI_LABELS, on_invalid="none")
         out = []
-        for d in label_logprobs(self.model, prompts, NLI_LABELS, on_invalid="none"):
+        for d in dists:
             if d is None:
                 self.validity.invalid("answer is not one of entailment / neutral / contradiction")
                 out.append(math.nan)
