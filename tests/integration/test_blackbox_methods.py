@@ -6,8 +6,10 @@ import math
 
 import pytest
 
+from tests.uncertainty.test_integration import assert_no_echo_is_scored
 from trustlab.errors import CapabilityError
 from trustlab.models import load_model
+from trustlab.safety.backtranslation import DECISIONS, REFUSAL_TEXT, request_problem
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -30,8 +32,14 @@ def test_backtranslation_defense_over_http(remote):
     assert len(out) == 2
     for samples in out:
         trace = samples[0].extra["defense"]
-        assert trace["decision"] and isinstance(samples[0].text, str) and samples[0].text
-        assert trace["calls"] >= 1
+        assert trace["decision"] in DECISIONS and trace["response"]
+        if trace["backtranslation"] is not None:  # asked: a real request, or none with the reason
+            assert (trace["inferred_request"] == "") == (trace["invalid_request"] is not None)
+            assert trace["inferred_request"] == "" or request_problem(trace["inferred_request"]) is None
+        if trace["decision"] == "no_inferred_request":
+            assert trace["invalid_request"] and trace["inferred_response"] is None  # S' never run
+        assert samples[0].text == (REFUSAL_TEXT if trace["refused"] else trace["response"])
+        assert trace["calls"] == {"refused_initially": 1, "no_inferred_request": 2}.get(trace["decision"], 3)
     assert remote.calls - calls >= 2  # at least one HTTP call per prompt went out
 
 
@@ -41,6 +49,7 @@ def test_clue_over_http(remote):
     clue = CLUE(remote, n_samples=3, max_new_tokens=20, extract_max_new_tokens=24, max_concepts=3, seed=0)
     report = clue.estimate("Who wrote Romeo and Juliet? Answer in one sentence.")
     assert len(report.samples) == 3 and report.answer
-    assert report.n_extractions == 4 and 0 <= report.bad_extractions <= 4
+    assert report.n_extractions == 4
+    assert_no_echo_is_scored(report)
     for c in report.concepts:
         assert c.uncertainty >= 0 and not math.isnan(c.uncertainty)

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from trustlab.cli import main
 from trustlab.report import RunFolder
+from trustlab.uncertainty.concepts import example_copies
 
 
 def test_uncertainty_command_live_and_post_hoc(tiny_dir, tmp_path):
@@ -35,5 +36,12 @@ def test_uncertainty_audit_section(tiny, tmp_path):
 
     sections = audit.run(tiny, RunFolder(tmp_path), quick=True, seed=0)
     assert sections[0].title.startswith("Uncertainty") and len(sections[0].table) == 2
-    assert json.loads((tmp_path / "uncertainty.json").read_text())["roc_auc"].keys() == {
-        "clue", "lexical_similarity", "semantic_entropy"}
+    saved = json.loads((tmp_path / "uncertainty.json").read_text())
+    assert saved["roc_auc"].keys() == {"clue", "lexical_similarity", "semantic_entropy"}
+    reports, validity = saved["reports"], saved["validity"]
+    assert validity["bad_extractions"] == sum(r["bad_extractions"] for r in reports)
+    assert validity["echoed_concepts"] == sum(len(r["echoed_concepts"]) for r in reports)
+    assert "copies of the extraction prompt's one-shot example" in sections[0].text
+    for row, r in zip(sections[0].table, reports, strict=True):  # the top concept is never an example copy
+        texts = " ".join([r["answer"], *r["samples"]])
+        assert row["most uncertain concept"] == "-" or not example_copies([r["concepts"][0]["concept"]], texts)[0]

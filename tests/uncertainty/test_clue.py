@@ -96,6 +96,27 @@ def test_bad_extractions_are_counted_not_fatal():
     assert empty.concepts == [] and math.isnan(empty.score)
 
 
+def test_concepts_copied_from_the_one_shot_example_are_dropped_and_counted():
+    def echoing(prompt: str) -> str:
+        text = prompt.rsplit("Text: ", 1)[1]
+        if "1976" in text:
+            return "origins, Steve Jobs, legendary athletes"  # two copies, one real concept
+        if "modern era" in text:
+            return "modern era, Apple"  # "modern era" really occurs in this text: kept
+        return "evolution, global popularity, NBA"  # only copies: a bad extraction
+
+    clue = CLUE(ScriptedModel(lambda p: "unused"), nli=MockNLI(), embedder=FakeEncoder(),
+                extractor=ScriptedModel(echoing))
+    texts = ["Steve Jobs founded Apple in 1976.", "In the modern era Apple is huge.", "Jobs started Apple."]
+    report = clue.estimate_from_samples(texts)
+    assert {a for c in report.concepts for a in c.aliases} == {"Steve Jobs", "modern era", "Apple"}
+    assert sorted(report.echoed_concepts) == ["NBA", "evolution", "global popularity", "legendary athletes", "origins"]
+    assert (report.bad_extractions, report.n_extractions) == (1, 3)
+    assert report.valid_rate == pytest.approx(2 / 3) and report.to_dict()["valid_rate"] == pytest.approx(2 / 3)
+    only_copies = clue.estimate_from_samples(["Jobs started Apple."])
+    assert only_copies.concepts == [] and only_copies.bad_extractions == 1 and math.isnan(only_copies.score)
+
+
 def test_estimate_samples_from_the_llm_in_one_batch():
     answers = itertools.cycle(SAMPLES)  # samples that vary: CLUE refuses constant ones
     llm = ScriptedModel(lambda p: next(answers))

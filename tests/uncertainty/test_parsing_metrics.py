@@ -20,6 +20,7 @@ from trustlab.uncertainty import (
     rouge_l,
 )
 from trustlab.uncertainty.baselines import EmbeddingSemanticEntropy
+from trustlab.uncertainty.concepts import EXAMPLE_CONCEPTS, example_copies
 
 
 @pytest.mark.parametrize(("text", "want"), [
@@ -55,6 +56,31 @@ def test_parser_never_raises_and_yields_clean_unique_items(text):
     assert len(out) <= 12
     assert len({c.lower() for c in out}) == len(out)
     assert all(c == c.strip() and c and "\n" not in c and len(c) <= 80 for c in out)
+
+
+@pytest.mark.parametrize(("concepts", "text", "want"), [
+    (["origins", "Modern Era.", "art form"], "Tokyo is the capital of Japan.", [True, True, True]),
+    (["Michael Jordan", "NBA", "indoor game"], "Paris is in France.", [True, True, True]),  # example-text phrases
+    (["modern era", "Tokyo", "capital city"], "In the modern era Tokyo is the capital.", [False, False, False]),
+    (["NBA"], "The NBA was founded in 1946.", [False]),
+    (["evolution of rules"], "Rules change.", [False]),  # not an example concept nor an example phrase
+])
+def test_example_copies_table(concepts, text, want):
+    assert example_copies(concepts, text) == want
+
+
+@given(st.sampled_from(EXAMPLE_CONCEPTS), st.sampled_from(["", ".", "!", " ", "\""]), st.booleans(),
+       st.text(alphabet="xyz ", max_size=30))
+def test_an_example_concept_is_a_copy_unless_the_text_has_it(concept, punct, upper, filler):
+    c = (concept.upper() if upper else concept) + punct
+    assert example_copies([c], f"Tokyo {filler}") == [True]
+    assert example_copies([c], f"{filler} {concept} here.") == [False]
+
+
+@given(st.lists(st.text(alphabet=st.characters(whitelist_categories=("L",), max_codepoint=0x24F), min_size=1,
+                        max_size=10), min_size=1, max_size=8))
+def test_words_of_the_text_itself_are_never_copies(ws):
+    assert example_copies(ws, " ".join(ws)) == [False] * len(ws)
 
 
 @given(st.lists(st.floats(0, 1, allow_nan=False), min_size=4, max_size=40), st.randoms())

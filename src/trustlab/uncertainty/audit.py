@@ -35,16 +35,27 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
         top = r.concepts[0] if r.concepts else None
         rows.append({"question": q["question"], "answer": it.answer[:120], "correct": c, "clue": r.score,
                      "lexical_similarity": lx, "semantic_entropy": se,
-                     "most uncertain concept": f"{top.concept} ({top.uncertainty:.2f})" if top else "-"})
+                     "most uncertain concept": f"{top.concept} ({top.uncertainty:.2f})" if top else "-",
+                     "invalid extractions": f"{r.bad_extractions}/{r.n_extractions}",
+                     "example copies dropped": len(r.echoed_concepts)})
     errors = [int(not c) for c in correct]
     aucs = {name: roc_auc(v, errors) for name, v in
             (("clue", [r.score for r in reports]), ("lexical_similarity", lexsim), ("semantic_entropy", sem))}
     bad = sum(r.bad_extractions for r in reports)
-    write_json(run.path / "uncertainty.json", {"rows": rows, "roc_auc": aucs, "reports": [r.to_dict() for r in reports]})
+    echoed = sum(len(r.echoed_concepts) for r in reports)
+    nli_validity = getattr(clue.nli, "validity", None)
+    nli_text = (f" NLI answers that parsed into a label: {nli_validity.n_valid}/{nli_validity.total}."
+                if nli_validity is not None and nli_validity.total else "")
+    validity = {"extractions": sum(r.n_extractions for r in reports), "bad_extractions": bad, "echoed_concepts": echoed,
+                "nli": nli_validity.to_dict() if nli_validity is not None else None}
+    write_json(run.path / "uncertainty.json", {"rows": rows, "roc_auc": aucs, "validity": validity,
+                                               "reports": [r.to_dict() for r in reports]})
     text = (f"{len(questions)} shipped factual questions, greedy answer + {n} samples at T = 1 from the audited "
             f"model; the same model extracts concepts and acts as NLI. Greedy accuracy {sum(correct)}/{len(correct)}; "
-            f"bad concept extractions {bad}/{sum(r.n_extractions for r in reports)}. ROC-AUC for wrong answers "
-            f"(too few questions to be a measurement; see results/clue for the reproduction): "
+            f"bad concept extractions (no valid concept) {bad}/{sum(r.n_extractions for r in reports)}; {echoed} "
+            "concepts dropped as copies of the extraction prompt's one-shot example (never scored)." + nli_text
+            + " ROC-AUC for wrong answers "
+            "(too few questions to be a measurement; see results/clue for the reproduction): "
             + ", ".join(f"{k} {v:.2f}" if v == v else f"{k} n/a (one class only)" for k, v in aucs.items())
             + ". Higher score = more uncertain.")
     first = reports[0]
