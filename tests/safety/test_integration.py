@@ -8,7 +8,7 @@ import pytest
 
 from trustlab.models.labels import label_logprobs
 from trustlab.safety import BacktranslationDefense, LLMRefusalJudge
-from trustlab.safety.backtranslation import DECISIONS
+from trustlab.safety.backtranslation import DECISIONS, request_problem
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +20,9 @@ def test_defense_end_to_end_on_smollm(smollm):
     assert len(traces) == 2
     for t in traces:
         assert t.decision in DECISIONS and t.response
-        if not t.initial_refusal:
-            assert t.backtranslation is not None
+        if not t.initial_refusal:  # asked: a real request, or none with the reason (never junk)
+            assert t.backtranslation is not None and (t.inferred_request == "") == (t.invalid_request is not None)
+            assert t.inferred_request == "" or request_problem(t.inferred_request, t.response) is None
         if t.likelihood is not None:
             assert t.inferred_request and -50 < t.likelihood <= 0
         replay = defense.decide(t, gamma=-math.inf)
