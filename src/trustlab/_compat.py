@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from functools import lru_cache
+from typing import Any
 
 from trustlab.errors import CapabilityError
 
@@ -80,3 +81,20 @@ def incompatible(feature: str, problem: str, tested: str = TRANSFORMERS_TESTED) 
     return CapabilityError(f"{feature}: {problem} (transformers {transformers_version()} is installed; {feature} "
                            f"was tested with transformers {tested}; install a tested release, e.g. "
                            f"pip install 'transformers{tested}')")
+
+
+def attention_weights(output: Any, feature: str) -> Any:
+    """The (batch, heads, queries, keys) weights an eager attention module returns as its second output.
+
+    Hooks on attention modules rely on this return convention of transformers' eager kernels.
+
+    Raises:
+        CapabilityError: the module returned something else (see :func:`incompatible`).
+
+    Example:
+        >>> hook = lambda module, args, out: seen.append(attention_weights(out, "the scorer"))
+    """
+    weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+    if getattr(weights, "dim", lambda: 0)() != 4:
+        raise incompatible(feature, "an eager attention module returned no (batch, heads, queries, keys) weights")
+    return weights

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from trustlab._compat import attention_weights
 from trustlab.bench.context_qa import QA_INSTRUCTION, QAItem, exact_match, f1, follows_context, qa_prompt
 from trustlab.bench.niah import INSTRUCTION, NEEDLES, Needle, build_context, niah_prompt, recall
 from trustlab.context.spans import render_with_spans
@@ -269,7 +270,8 @@ def user_attention_mass(model: Any, texts: Sequence[str], *, chat_template: bool
         rows: list[Any] = []
 
         def keep(module: Any, args: Any, output: Any, rows: list[Any] = rows) -> None:
-            rows.append(output[1][0, :, -1, :].float())  # (H, T): the last prompt token's attention
+            weights = attention_weights(output, "the user attention mass")
+            rows.append(weights[0, :, -1, :].float())  # (H, T): the last prompt token's attention
 
         with model.using_attn_implementation("eager"), model.hooks({n: keep for n in names}):
             with torch.inference_mode():

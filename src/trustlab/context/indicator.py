@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from trustlab._compat import attention_weights
 from trustlab.context.spans import render_with_spans
 from trustlab.errors import EmptyInputError, TrustlabError
 from trustlab.report import progress
@@ -97,7 +98,8 @@ def score_conversations_at(convs: Sequence[Conversation], probe: Any, layers: Se
         rendered = render_with_spans(probe, conv, chat_template=True)
         ids = rendered.ids[:max_tokens]
         seen: dict[int, Any] = {}
-        hooks = {name: lambda m, a, o, layer=layer, seen=seen: seen.__setitem__(layer, o[1][0].float())
+        hooks = {name: lambda m, a, o, layer=layer, seen=seen: seen.__setitem__(
+                     layer, attention_weights(o, "the user-attention-ratio scorer")[0].float())
                  for layer, name in names.items()}
         with probe.using_attn_implementation("eager"), probe.hooks(hooks), torch.inference_mode():
             probe.model(input_ids=torch.tensor([ids], device=probe.device))
