@@ -10,7 +10,13 @@ import torch
 from transformers.modeling_utils import AttentionInterface
 
 from tests.conftest import make_tiny
-from trustlab._compat import check_transformers, incompatible, transformers_in, transformers_version
+from trustlab._compat import (
+    attention_weights,
+    check_transformers,
+    incompatible,
+    transformers_in,
+    transformers_version,
+)
 from trustlab.context.spans import render_with_spans
 from trustlab.context.steering import _IMPL, UserSteering
 from trustlab.errors import CapabilityError, TrustlabError
@@ -182,6 +188,11 @@ def test_version_helpers():
         warnings.simplefilter("error")
         check_transformers("feature y", tested="<1")  # once per feature
         check_transformers("feature z")
+    weights = torch.zeros(1, 2, 3, 3)
+    assert attention_weights((torch.zeros(1, 3, 8), weights), "f") is weights
+    for output in (torch.zeros(1, 3, 8), (torch.zeros(1, 3, 8), None), (torch.zeros(1, 3, 8), torch.zeros(3, 3))):
+        with pytest.raises(CapabilityError, match="f: an eager attention module returned no"):
+            attention_weights(output, "f")
 
 
 def test_steering_changes_generation_through_the_handle(tiny):
