@@ -32,6 +32,7 @@ from trustlab.models.base import (
 )
 from trustlab.models.probe import ProbeResult, probe_endpoint
 
+_REPROBE_AFTER_S = 30.0  # an unreachable server is measured again after this long
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -107,17 +108,31 @@ class OpenAIModel(ModelHandle):
                              f"known: {[f.name for f in fields(Capabilities) if f.name != 'backend']}")
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._probe_failed_at = -float("inf")
 
     # ------------------------------------------------------------------ capabilities
     @property
     def capabilities(self) -> Capabilities:
-        """What the server honours: measured on first use (cached), then the given overrides applied."""
+        """What the server honours: measured on first use (cached), then the given overrides applied.
+
+        While the server cannot be reached, the capabilities that need no measurement (no attentions, no
+        gradients, ...) are still answered, so a method the backend can never serve fails with its
+        :class:`CapabilityError`; the measurement is tried again on the next use, and a request to the
+        server raises the :class:`EndpointError` itself.
+        """
         if self._caps is None:
             with self._lock:
                 if self._caps is None:
                     caps = Capabilities(backend="openai", logprobs=True, chat_template=True)  # assumed
+                    unreachable = time.monotonic() - self._probe_failed_at < _REPROBE_AFTER_S
+                    if self.probe and unreachable:
+                        return replace(caps, **self._overrides)  # not measured, so not cached
                     if self.probe:
-                        r = probe_endpoint(self)
+                        try:
+                            r = probe_endpoint(self)
+                        except EndpointError:
+                            self._probe_failed_at = time.monotonic()
+                            return replace(caps, **self._overrides)
                         self.probe_result = r
                         caps = replace(caps, logprobs=r.logprobs, chat_template=r.endpoint == "chat",
                                        sampling=r.sampling, native_n=r.native_n, seed=r.seed,
