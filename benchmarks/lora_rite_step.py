@@ -62,8 +62,9 @@ def make_optimizers(model) -> dict[str, torch.optim.Optimizer]:
     }
 
 
-def time_steps(model, rounds: int, steps: int) -> tuple[dict[str, float], dict[str, int], int]:
-    """Median step seconds and state bytes of each optimizer (parameters restored between optimizers)."""
+def time_steps(model, rounds: int, steps: int) -> tuple[dict[str, float], dict[str, int], int, int]:
+    """Median step seconds and state bytes of each optimizer (parameters restored between optimizers), the
+    LoRA parameter count, and how many of our factor decompositions took the Householder-QR fallback."""
     params = [p for p in model.parameters() if p.requires_grad]
     init = [p.detach().clone() for p in params]
     opts = make_optimizers(model)
@@ -80,7 +81,7 @@ def time_steps(model, rounds: int, steps: int) -> tuple[dict[str, float], dict[s
                 times[name].append(time.perf_counter() - t0)
     n_params = sum(p.numel() for p in params)
     return ({k: statistics.median(v) for k, v in times.items()}, {k: state_bytes(o) for k, o in opts.items()},
-            n_params)
+            n_params, opts["trustlab LoRARITE"].basis_fallbacks)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     for rank in args.ranks:
         torch.manual_seed(0)
         model = lora_model(rank)
-        sec, mem, n = time_steps(model, args.rounds, args.steps)
+        sec, mem, n, fallbacks = time_steps(model, args.rounds, args.steps)
         by_rank[rank] = {"step_seconds": sec, "state_bytes": mem, "lora_params": n,
-                         "pairs": len(find_lora_pairs(model)[0])}
-        print(f"rank {rank}: {n:,} LoRA parameters")
+                         "pairs": len(find_lora_pairs(model)[0]), "basis_fallbacks": fallbacks}
+        print(f"rank {rank}: {n:,} LoRA parameters; {fallbacks} QR-fallback decompositions")
         for name in sec:
             print(f"  {name:30s} {sec[name] * 1e3:8.2f} ms/step  state {mem[name] / 2**20:7.1f} MiB  "
                   f"x{sec[name] / sec[adamw]:.2f} AdamW")
