@@ -43,11 +43,18 @@ def test_backtranslation_defense_over_http(remote):
     assert remote.calls - calls >= 2  # at least one HTTP call per prompt went out
 
 
-def test_clue_over_http(remote):
-    from trustlab.uncertainty import CLUE
+def test_clue_over_http(remote, smollm):
+    from trustlab.uncertainty import CLUE, LLMNLI
 
-    clue = CLUE(remote, n_samples=3, max_new_tokens=20, extract_max_new_tokens=24, max_concepts=3, seed=0)
-    report = clue.estimate("Who wrote Romeo and Juliet? Answer in one sentence.")
+    question = "Who wrote Romeo and Juliet? Answer in one sentence."
+    kw = {"n_samples": 3, "max_new_tokens": 20, "extract_max_new_tokens": 24, "max_concepts": 3, "seed": 0}
+    # SmolLM2 over HTTP does not answer the NLI prompt with a label word: CLUE refuses and says why
+    black_box = CLUE(remote, **kw)
+    with pytest.raises(CapabilityError, match="LLM-as-NLI"):
+        black_box.estimate(question)
+    assert black_box.nli.validity.n_valid == 0 and black_box.nli.validity.n_invalid > 0
+    # generation and concept extraction over HTTP, NLI from the same model's label log-probs
+    report = CLUE(remote, nli=LLMNLI(smollm), **kw).estimate(question)
     assert len(report.samples) == 3 and report.answer
     assert report.n_extractions == 4
     assert_no_echo_is_scored(report)
