@@ -14,8 +14,8 @@ def validity_text(validity: dict[str, dict[str, Any]]) -> str:
     """One sentence on how many backtranslations named a real request, and why the others did not.
 
     Example:
-        >>> validity_text({"attack": {"valid": 1, "invalid": 3, "invalid_reasons": {"fragment": 3}}})[:74]
-        'Backtranslations that named a real request: attack 1/4 (invalid: 3 fragment).'
+        >>> validity_text({"attack": {"valid": 1, "invalid": 3, "invalid_reasons": {"fragment": 3}}})[:76]
+        'Backtranslations that named a real request: attack 1/4 (invalid: 3 fragment)'
     """
     parts = []
     for kind, v in validity.items():
