@@ -101,7 +101,7 @@ class TransformersServer(_Server):
 
     Example:
         >>> server = TransformersServer(tmp_path); server.start(); server.model_alias
-        '/root/.cache/trustlab/models/smollm2-135m-instruct-q4_1-v1'
+        '/root/.cache/trustlab/models/smollm2-135m-instruct-q4_1-v2-transformers5.24.0-gguf0.19.0'
     """
 
     kind = "transformers-serve"
