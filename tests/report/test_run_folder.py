@@ -136,3 +136,12 @@ def test_a_killed_trustlab_generate_resumes_with_the_answers_of_an_uninterrupted
     assert len(list(read_jsonl(samples))) == 24 and resumed == clean
     results = json.loads((killed / "results.json").read_text())
     assert results["resumed_prompts"] >= len(kept) // 2 and results["generated_prompts"] < 12
+
+
+def test_atomic_writes_make_ordinary_files(tmp_path):
+    from trustlab.report import write_json
+
+    path = write_json(tmp_path / "r.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
