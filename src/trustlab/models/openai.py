@@ -109,6 +109,7 @@ class OpenAIModel(ModelHandle):
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._probe_failed_at = -float("inf")
+        self._probe_error: EndpointError | None = None
 
     # ------------------------------------------------------------------ capabilities
     @property
@@ -130,8 +131,8 @@ class OpenAIModel(ModelHandle):
                     if self.probe:
                         try:
                             r = probe_endpoint(self)
-                        except EndpointError:
-                            self._probe_failed_at = time.monotonic()
+                        except EndpointError as exc:
+                            self._probe_failed_at, self._probe_error = time.monotonic(), exc
                             return replace(caps, **self._overrides)
                         self.probe_result = r
                         caps = replace(caps, logprobs=r.logprobs, chat_template=r.endpoint == "chat",
@@ -280,6 +281,8 @@ class OpenAIModel(ModelHandle):
     def _generate(self, prompts: list[Prompt], cfg: GenerationConfig, chat: bool) -> list[list[Generation]]:
         _ = self.model_name  # resolve once before fanning out
         caps = self.capabilities
+        if self._caps is None and self._probe_error is not None:  # unreachable: say so, do not retry again here
+            raise self._probe_error
         if not cfg.greedy and caps.sampling is False:
             self._warn_once("sampling", f"{self.name} answers greedily at any temperature (measured on first use): "
                                         f"samples at temperature {cfg.temperature:g} will all be the greedy answer")
