@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -153,6 +154,7 @@ def test_clue_refuses_a_server_whose_samples_cannot_vary(served, transformers_se
     """The failure this backend once hid: 5 identical samples per question and CLUE = ln 2 for all."""
     from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, LexicalSimilarity, SampleSet
 
+    assert served.capabilities.sampling is False  # measured (once per handle) before counting calls
     calls = served.calls
     with pytest.raises(CapabilityError, match="CLUE needs samples that vary"):
         CLUE(served, n_samples=3).estimate("Who wrote Hamlet? Answer in one sentence.")
@@ -170,6 +172,17 @@ def test_clue_refuses_a_server_whose_samples_cannot_vary(served, transformers_se
     for estimator in (LexicalSimilarity(), EmbeddingSemanticEntropy(encoder=object())):
         with pytest.raises(CapabilityError, match="identical"):
             estimator(items)
+
+
+def test_the_uncertainty_audit_skips_a_greedy_server_before_generating(served, tmp_path):
+    from trustlab.audit import run_audit
+
+    assert served.capabilities.sampling is False
+    calls = served.calls
+    report = run_audit(served, tmp_path / "audit", sections=["uncertainty"])
+    results = json.loads((tmp_path / "audit" / "results.json").read_text())
+    assert "samples that vary" in results["skipped"]["uncertainty"] and "(skipped)" in report.read_text()
+    assert served.calls == calls  # refused before a single request
 
 
 def test_llm_nli_without_logprobs_parses_the_generated_label(served):

@@ -20,6 +20,7 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
     # quick: a capital and an author; default: 12 questions spread over the fixture's topics
     questions = qa_items()[::20][:2] if quick else qa_items()[::5][:12]
     n, max_new = (2, 16) if quick else (5, 24)
+    model.capabilities.require_sampling(method="the uncertainty audit (CLUE, sampling baselines)")  # before any call
     clue = CLUE(model, n_samples=n, max_new_tokens=max_new, extract_max_new_tokens=20, max_concepts=3, seed=seed)
     prompts = [QA_PROMPT.format(question=q["question"]) for q in questions]
     greedy = model.generate(prompts, max_new_tokens=max_new, temperature=0.0)
