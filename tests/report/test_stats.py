@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from trustlab.report.stats import (
     bootstrap_diff_ci,
+    bootstrap_metric_ci,
     bootstrap_metric_diff_ci,
     excludes_zero,
     proportion_diff_ci,
@@ -84,3 +85,15 @@ def test_validity_checks():
     c.invalid("empty", 2)
     assert c.rate == 0.5 and c.to_dict()["invalid_reasons"] == {"copy": 1, "empty": 2}
     assert ValidityCounter().rate is None
+
+
+def test_single_metric_interval_is_the_old_uncertainty_bootstrap_and_the_chance_shift():
+    from trustlab.uncertainty import bootstrap_ci
+
+    rng = np.random.default_rng(5)
+    s, y = rng.random(60), np.array([1, 0] * 30)
+    ci = bootstrap_metric_ci(roc_auc, s, y, n_boot=1000)
+    assert bootstrap_ci(roc_auc, s, y) == pytest.approx(tuple(ci), abs=1e-12)
+    shifted = bootstrap_metric_diff_ci(roc_auc, s, np.zeros(60), y)  # AUROC of tied scores is 0.5
+    assert shifted == pytest.approx([ci2 - 0.5 for ci2 in bootstrap_metric_ci(roc_auc, s, y)], abs=1e-12)
+    assert bootstrap_metric_ci(roc_auc, [], []) is None

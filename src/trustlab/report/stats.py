@@ -64,6 +64,31 @@ def bootstrap_diff_ci(ours: Sequence[float], baseline: Sequence[float], *,
     return _quantiles(diffs, level)
 
 
+def bootstrap_metric_ci(metric: Callable[[np.ndarray, np.ndarray], float], scores: Sequence[float],
+                        labels: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
+                        level: float = LEVEL) -> list[float] | None:
+    """Percentile bootstrap interval of ``metric(scores, labels)`` (e.g. ROC-AUC) over items.
+
+    Resamples on which the metric is undefined (one class only) are dropped; None when none is left.
+
+    Example:
+        >>> from trustlab.uncertainty import roc_auc
+        >>> bootstrap_metric_ci(roc_auc, [0.9, 0.1, 0.5, 0.7], [1, 0, 0, 1])   # a perfect scorer
+        [1.0, 1.0]
+    """
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    if len(s) != len(y):
+        raise ValueError(f"scores and labels differ in length: {len(s)}, {len(y)}")
+    if len(y) == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        values.append(float(metric(s[idx], y[idx])))
+    return _quantiles(values, level)
+
+
 def bootstrap_metric_diff_ci(metric: Callable[[np.ndarray, np.ndarray], float], ours_scores: Sequence[float],
                              base_scores: Sequence[float], labels: Sequence[float], *, n_boot: int = 2000,
                              seed: int = 0, level: float = LEVEL) -> list[float] | None:

@@ -52,7 +52,7 @@ from trustlab.context.bench import (
 )
 from trustlab.context.indicator import label_conversations, score_conversations_at
 from trustlab.report import Claim, RunFolder, plt, write_json, write_summary
-from trustlab.report.stats import bootstrap_diff_ci, bootstrap_metric_diff_ci
+from trustlab.report.stats import bootstrap_diff_ci, bootstrap_metric_ci
 
 METHOD = "context-awareness"
 MIN_VALID = 0.8  # valid_rate every compared condition needs for a claim to be measurable
@@ -136,7 +136,8 @@ def _scorer_validity(model: Any, size: dict[str, Any], seed: int) -> tuple[dict[
     for layer, per_conv in scores.items():
         flat = [s[0] for s in per_conv]
         pos, neg = flat[:n], flat[n:]
-        ci = bootstrap_metric_diff_ci(_auroc_of, flat, [0.0] * len(flat), labels)
+        ci = bootstrap_metric_ci(_auroc_of, flat, labels)
+        ci = [ci[0] - 0.5, ci[1] - 0.5] if ci else None  # of AUROC - chance
         out[str(layer)] = {"auroc": auroc(pos, neg), "ci_minus_chance": ci, "mean_context": sum(pos) / n,
                            "mean_knowledge": sum(neg) / n, "share_above_0.6_context": sum(p > 0.6 for p in pos) / n,
                            "share_above_0.6_knowledge": sum(q > 0.6 for q in neg) / n}

@@ -66,14 +66,7 @@ def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], scores: Sequ
     Example:
         >>> bootstrap_ci(roc_auc, [0.9, 0.1, 0.5, 0.7], [1, 0, 0, 1])
     """
-    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(s), len(s))
-        v = metric(s[idx], y[idx])
-        if np.isfinite(v):
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
-    return float(np.quantile(vals, alpha / 2)), float(np.quantile(vals, 1 - alpha / 2))
+    from trustlab.report.stats import bootstrap_metric_ci
+
+    ci = bootstrap_metric_ci(metric, scores, labels, n_boot=n_boot, seed=seed, level=1 - alpha)
+    return (ci[0], ci[1]) if ci else (float("nan"), float("nan"))
