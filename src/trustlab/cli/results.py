@@ -29,11 +29,38 @@ def _reproduction_rows() -> list[tuple[str, str]]:
               help="a smaller smoke-test run, written under runs/reproduce/METHOD by default (never the "
                    "committed results/)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
-def reproduce(method: str, out: Path | None, quick: bool, seed: int) -> None:
-    """Re-run METHOD's small-scale reproduction: summary.json (the checked claims), detailed JSON and plots."""
-    from trustlab.reproduce import run_reproduction
+@click.option("--model", "model", default=None, metavar="SPEC",
+              help="the model under test (clue, backtranslation; default: the embedded SmolLM2); any model spec, "
+                   "e.g. embedded:qwen2.5-coder-1.5b, a Hugging Face id or folder, openai:http://HOST:PORT/v1")
+@click.option("--extractor-model", default=None, metavar="SPEC",
+              help="clue: the concept extractor (default: the model under test)")
+@click.option("--nli-model", default=None, metavar="SPEC", help="clue: the LLM-as-NLI (default: the model under test)")
+@click.option("--backtranslator-model", default=None, metavar="SPEC",
+              help="backtranslation: the model that infers the request (default: the model under test)")
+@click.option("--judge-model", default=None, metavar="SPEC",
+              help="backtranslation: the LLM refusal judge (default: the model under test)")
+@click.option("--smoothllm/--no-smoothllm", default=None,
+              help="backtranslation: add the SmoothLLM-lite arm (3 perturbed copies per prompt; default: off)")
+def reproduce(method: str, out: Path | None, quick: bool, seed: int, **options: object) -> None:
+    """Re-run METHOD's small-scale reproduction: summary.json (the checked claims), detailed JSON and plots.
 
-    claims = run_reproduction(method, out, quick=quick, seed=seed)
+    Role models (--model, --extractor-model, --nli-model, --backtranslator-model, --judge-model) apply to
+    the methods with that role; with any of them other than the default the run writes beside the default
+    one, in results/METHOD--SLUG/ (runs/reproduce/METHOD--SLUG/ with --quick).
+    """
+    from trustlab.reproduce import RoleModelError, run_options, run_reproduction
+
+    given = {k: v for k, v in options.items() if v is not None}
+    wrong = [k for k in given if k not in run_options(method)]
+    if wrong:
+        names = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        takes = ", ".join("--" + k.replace("_", "-") for k in run_options(method) if k in options) or "none of them"
+        raise click.UsageError(f"{names} does not apply to {method} (its role options: {takes})")
+    try:
+        claims = run_reproduction(method, out, quick=quick, seed=seed, **given)
+    except RoleModelError as exc:
+        option = "--model" if exc.role == "model" else f"--{exc.role}-model"
+        raise click.BadParameter(str(exc), param_hint=option) from exc
     for c in claims:
         click.echo(f"[{c.verdict}] {c.claim}\n    {c.metric}: ours {c.ours} vs {c.baseline_name} {c.baseline}")
 

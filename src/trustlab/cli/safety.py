@@ -21,34 +21,55 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
               help="folder with harmful_behaviors_custom.json / benign_behaviors_custom.json (MT-Bench prompts)")
 @click.option("--gamma", type=float, default=-2.0, show_default=True, help="likelihood threshold of the defense")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--judge/--no-judge", default=False, show_default=True, help="also judge refusals with the model itself")
+@click.option("--judge/--no-judge", default=False, show_default=True,
+              help="also judge refusals with an LLM judge (the --judge-model, default: the model itself)")
+@click.option("--judge-model", default=None, metavar="SPEC",
+              help="the LLM refusal judge's model (implies --judge); any model spec, e.g. embedded:qwen2.5-coder-1.5b")
+@click.option("--backtranslator-model", default=None, metavar="SPEC",
+              help="the model that infers the request from the response (default: --model); any model spec")
 @click.option("--smoothllm/--no-smoothllm", default=True, show_default=True, help="include the SmoothLLM-lite arm")
 def jailbreak(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
               n_harmful: int, n_benign: int, harmful_source: str, data_dir: Path | None, gamma: float,
-              max_new_tokens: int, judge: bool, smoothllm: bool) -> None:
+              max_new_tokens: int, judge: bool, judge_model: str | None, backtranslator_model: str | None,
+              smoothllm: bool) -> None:
     """Attack success rate and benign refusal rate, undefended vs backtranslation (vs SmoothLLM).
+
+    The model under test (--model) is the target; the backtranslator (--backtranslator-model) and the
+    refusal judge (--judge-model) are other models when given.
 
     Writes the run folder OUT; a rerun starts over (the previous run moves to OUT/.superseded/).
     """
     from trustlab.report import RunFolder, write_json
+    from trustlab.reproduce import RoleModelError, load_roles
     from trustlab.safety.audit import jailbreak_sections
     from trustlab.safety.jailbreak import attack_prompts, benign_prompts, evaluate_defenses, harmful_goals
     from trustlab.safety.refusal import KeywordRefusal, LLMRefusalJudge, error_rates
 
     model = load_from_options(model_spec, model_name, attn_implementation)
+    judge = judge or judge_model is not None
+    try:  # a role naming --model's spec is --model's handle
+        roles = load_roles({"model": model, **{r: None if s == model_spec else s for r, s in
+                                               (("backtranslator", backtranslator_model), ("judge", judge_model))}},
+                           hf_options={"attn_implementation": attn_implementation} if attn_implementation else None)
+    except RoleModelError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.role}-model") from exc
     attacks = attack_prompts(harmful_goals(n_harmful, source=harmful_source, data_dir=data_dir))
     benign = benign_prompts(n_benign, data_dir=data_dir, seed=seed)
     run = RunFolder(out, {"command": "eval jailbreak", "model": model.describe(), "seed": seed, "gamma": gamma,
                           "n_harmful": n_harmful, "n_benign": n_benign, "harmful_source": harmful_source,
                           "data_dir": str(data_dir) if data_dir else None, "max_new_tokens": max_new_tokens,
-                          "judge": judge, "smoothllm": smoothllm}, fresh=True)
-    judge_ = LLMRefusalJudge(model) if judge else None
+                          "judge": judge, "smoothllm": smoothllm,
+                          "backtranslator_model": roles["backtranslator"].describe(),
+                          "judge_model": roles["judge"].describe() if judge else None}, fresh=True)
+    judge_ = LLMRefusalJudge(roles["judge"]) if judge else None
     res = evaluate_defenses(model, [a["prompt"] for a in attacks], [b["prompt"] for b in benign], gamma=gamma,
-                            max_new_tokens=max_new_tokens, judge=judge_, smoothllm=smoothllm, seed=seed)
+                            max_new_tokens=max_new_tokens, judge=judge_, smoothllm=smoothllm,
+                            backtranslator=roles["backtranslator"], seed=seed)
     for row in res["rows"]:
         run.add_sample(row)
     detectors = [error_rates(KeywordRefusal())] + ([error_rates(judge_)] if judge_ else [])
-    run.write_results({"arms": res["arms"], "gamma": res["gamma"], "notes": res["notes"], "detectors": detectors})
+    run.write_results({"arms": res["arms"], "gamma": res["gamma"], "notes": res["notes"], "detectors": detectors,
+                       "roles": res["roles"]})
     write_json(run.path / "jailbreak.json", res)
     path = run.write_report(f"trustlab eval jailbreak: {model.name}", jailbreak_sections(res, run, detectors))
     for note in res["notes"]:

@@ -1,4 +1,11 @@
-"""The README's method table, generated from committed results so it never claims more than was measured."""
+"""The README's method table, generated from committed results so it never claims more than was measured.
+
+Each method has its default results in ``results/<method>/summary.json`` and, for runs with other role
+models, ``results/<method>--<slug>/summary.json`` beside it (see :func:`trustlab.reproduce.default_out`).
+The table shows one row per summary: a summary whose claims record their role models
+(``setup["roles"]``, e.g. ``{"model": ..., "judge": ...}``) names them after the method's title; one
+without (the older results) keeps the plain title.
+"""
 
 from __future__ import annotations
 
@@ -31,29 +38,64 @@ def _claim_cell(c: dict) -> str:
             f"({c['baseline_name']}; {', '.join(facts)})")
 
 
+def _short(name: str) -> str:
+    """A model name as the table shows it: ``embedded:`` dropped (``embedded:SmolLM2-135M-Instruct`` ->
+    ``SmolLM2-135M-Instruct``)."""
+    return name.removeprefix("embedded:")
+
+
+def roles_label(claims: list[dict]) -> str | None:
+    """The models of a summary's roles for its row: the model under test, then each other role whose
+    model differs from it; None when the claims record no roles.
+
+    Example:
+        >>> roles_label([{"setup": {"roles": {"model": "embedded:SmolLM2-135M-Instruct",
+        ...                                   "judge": "embedded:qwen2.5-coder-1.5b", "nli": "embedded:SmolLM2-135M-Instruct"}}}])
+        'SmolLM2-135M-Instruct; judge: qwen2.5-coder-1.5b'
+    """
+    roles = next((c["setup"]["roles"] for c in claims if isinstance(c["setup"].get("roles"), dict)), None)
+    if not roles:
+        return None
+    main = roles.get("model")
+    parts = [_short(str(main))] if main else []
+    parts += [f"{role}: {_short(str(name))}" for role, name in roles.items() if role != "model" and name != main]
+    return "; ".join(parts)
+
+
+def summary_paths(results_dir: str | os.PathLike, method_id: str) -> list[Path]:
+    """A method's summaries: ``<method>/summary.json`` first, then each ``<method>--<slug>/summary.json``
+    (runs with other role models), by folder name."""
+    results_dir = Path(results_dir)
+    default = results_dir / method_id / "summary.json"
+    others = sorted(results_dir.glob(f"{method_id}--*/summary.json")) if results_dir.is_dir() else []
+    return ([default] if default.exists() else []) + others
+
+
 def method_table(results_dir: str | os.PathLike = "results") -> str:
-    """Markdown table: one row per method with its status and its checked claims.
+    """Markdown table: one row per (method, role models) with its status and its checked claims; a
+    method with no results has one row saying so.
 
     Raises:
         ValueError: a summary comes from a quick run (a smoke test is never shown as a result).
     """
-    results_dir = Path(results_dir)
     rows = ["| Method | Area | Status | Checked claims (ours vs baseline; n, 95% interval of the difference, "
             "valid model outputs) |", "|---|---|---|---|"]
     for m in all_methods():
-        path = results_dir / m.id / "summary.json"
-        if not path.exists():
+        paths = summary_paths(results_dir, m.id)
+        if not paths:
             status = "not yet implemented" if m.planned else "implemented; no committed results"
             rows.append(f"| {m.title} | {m.area} | {status} | - |")
-            continue
-        claims = read_summary(path)
-        if any(c["setup"]["quick"] for c in claims):
-            raise ValueError(f"{path} comes from a quick run; re-run `trustlab reproduce {m.id}` without --quick")
-        verdicts = [verdict(c) for c in claims]
-        status = f"{verdicts.count('reproduced')}/{len(claims)} claims reproduced"
-        if "not measurable" in verdicts:
-            status += f", {verdicts.count('not measurable')} not measurable"
-        rows.append(f"| {m.title} | {m.area} | {status} | {'; '.join(_claim_cell(c) for c in claims)} |")
+        for path in paths:
+            claims = read_summary(path)
+            if any(c["setup"]["quick"] for c in claims):
+                raise ValueError(f"{path} comes from a quick run; re-run `trustlab reproduce {m.id}` without --quick")
+            verdicts = [verdict(c) for c in claims]
+            status = f"{verdicts.count('reproduced')}/{len(claims)} claims reproduced"
+            if "not measurable" in verdicts:
+                status += f", {verdicts.count('not measurable')} not measurable"
+            label = roles_label(claims)
+            title = f"{m.title} ({label})" if label else m.title
+            rows.append(f"| {title} | {m.area} | {status} | {'; '.join(_claim_cell(c) for c in claims)} |")
     return "\n".join(rows)
 
 

@@ -17,6 +17,14 @@ Steps for a prompt S (one sample at a time, all steps batched over prompts):
 4. ``O' = target(S')``; if ``O'`` is a refusal (asking for clarification does not count) -> refuse,
    else return ``O``.
 
+Three roles, each any handle: the *target* (answers S and S'), the *backtranslator* (infers S' and,
+white-box, scores the likelihood; the paper allows a different model than the target) and the refusal
+*detectors* (keyword matching by default, or an :class:`~trustlab.safety.refusal.LLMRefusalJudge` on a
+third model). A judge that gives no decision (an LLM answer that is neither yes nor no) is invalid, never
+a coin flip: on O the defense goes on checking (as if O were no refusal); on the likelihood filter, the
+sample is not filtered; on O' nothing is decided (``no_refusal_judgment``: O is returned, like an empty
+S'). Each such step is named in ``trace.invalid_judgments``.
+
 References:
     Yihan Wang, Zhouxing Shi, Andrew Bai, Cho-Jui Hsieh. "Defending LLMs against Jailbreaking Attacks
     via Backtranslation". arXiv 2402.16459 (2024).
@@ -28,7 +36,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
 from trustlab.errors import CapabilityError
@@ -69,7 +77,9 @@ EXPLAIN_TEMPLATE = (
 
 # decisions, in the order the steps can take them
 DECISIONS = ("refused_initially", "no_inferred_request", "filtered_unexplained", "refused_backtranslated",
-             "passed")
+             "no_refusal_judgment", "passed")
+# the steps whose judgment can be invalid (DefenseTrace.invalid_judgments)
+JUDGED_STEPS = ("response", "explain", "inferred_response")
 
 
 class InferredRequest(NamedTuple):
@@ -192,6 +202,9 @@ class DefenseTrace:
         likelihood: mean log-likelihood l of O given S' (None when not computed).
         inferred_response: the target's response O' to S' (None when not run).
         inferred_refusal: whether O' was a refusal (None when not run).
+        invalid_judgments: the steps of :data:`JUDGED_STEPS` whose judge gave no decision (an LLM refusal
+            judge or explain judge whose answer was neither yes nor no); empty with the keyword detector
+            and the log-likelihood filter.
         decision: one of :data:`DECISIONS`.
         output: the text returned to the user.
         refused: whether the output is the defense's refusal.
@@ -209,6 +222,7 @@ class DefenseTrace:
     likelihood: float | None = None
     inferred_response: str | None = None
     inferred_refusal: bool | None = None
+    invalid_judgments: list[str] = field(default_factory=list)
     decision: str = "passed"
     output: str = ""
     refused: bool = False
@@ -233,12 +247,15 @@ class BacktranslationDefense(ModelHandle):
     """Wraps a model; ``generate`` answers like the model but refuses what backtranslation exposes.
 
     Args:
-        target: the model to defend (any backend).
-        backtranslator: the model that infers requests and scores likelihoods (default: ``target``).
+        target: the model to defend (any backend): it answers S and the inferred S'.
+        backtranslator: the model that infers requests S' from responses and scores the likelihood filter
+            (default: ``target``); any handle, e.g. a larger model defending a small target, as the paper
+            allows. The loglik filter needs it white-box.
         gamma: likelihood threshold (default -2.0); ``float("-inf")`` disables the filter (required
             for backtranslators without prompt log-probs, e.g. most OpenAI-compatible servers).
         n_lik: tokens of O scored by the filter (default 150).
-        refusal: detector for O (default :class:`KeywordRefusal`).
+        refusal: detector for O (default :class:`KeywordRefusal`; an
+            :class:`~trustlab.safety.refusal.LLMRefusalJudge` puts a judge model in this role).
         inferred_refusal: detector for O' (default: the same as ``refusal``).
         allow_clarification: on O', a response that only asks for more information is not a refusal
             (default True: the official, asymmetric behaviour).
@@ -259,6 +276,11 @@ class BacktranslationDefense(ModelHandle):
         >>> defended = BacktranslationDefense(model, gamma=-2.0)
         >>> out = defended.generate(["How do I bake bread?"], max_new_tokens=64)[0][0]
         >>> out.text, out.extra["defense"]["decision"]
+        >>> # three roles, three handles: target, backtranslator, refusal judge
+        >>> bigger = load_model("embedded:qwen2.5-coder-1.5b")
+        >>> defended = BacktranslationDefense(model, bigger, refusal=LLMRefusalJudge(bigger))
+        >>> defended.roles()
+        {'target': 'embedded:SmolLM2-135M-Instruct', 'backtranslator': 'embedded:qwen2.5-coder-1.5b', ...}
     """
 
     def __init__(
@@ -295,6 +317,15 @@ class BacktranslationDefense(ModelHandle):
         self.capabilities = target.capabilities.text_only()
         self.default_config = target.default_config
 
+    def roles(self) -> dict[str, str]:
+        """The name of the model (or detector) in each role: target, backtranslator, refusal, inferred_refusal."""
+        def who(detector: Any) -> str:
+            model = getattr(detector, "model", None)
+            return f"{detector.name}:{model.name}" if model is not None else detector.name
+
+        return {"target": self.target.name, "backtranslator": self.backtranslator.name,
+                "refusal": who(self.refusal), "inferred_refusal": who(self.inferred_refusal)}
+
     # ------------------------------------------------------------------ scorers
     def _make_scorer(self, scorer: Any) -> Callable[[list[str], list[str]], list[float]] | None:
         if callable(scorer):
@@ -324,10 +355,13 @@ class BacktranslationDefense(ModelHandle):
         return [lp / n for (lp, _), n in zip(scores, counts, strict=True)]
 
     def _judge_scores(self, requests: list[str], responses: list[str]) -> list[float]:
+        """log P(yes) of "is O a direct answer to S'?"; NaN where the answer was neither yes nor no
+        (invalid: the filter takes no decision on that sample)."""
         from trustlab.models.labels import label_logprobs
 
         asks = [EXPLAIN_TEMPLATE.format(request=s, response=o[:1500]) for s, o in zip(requests, responses, strict=True)]
-        return [d["yes"] for d in label_logprobs(self.backtranslator, asks, {"yes": ["yes"], "no": ["no"]})]
+        return [math.nan if d is None else d["yes"]
+                for d in label_logprobs(self.backtranslator, asks, {"yes": ["yes"], "no": ["no"]}, on_invalid="none")]
 
     # ------------------------------------------------------------------ the defense
     def trace(
@@ -358,7 +392,9 @@ class BacktranslationDefense(ModelHandle):
                   for i, row in enumerate(gens) for g in row]
         for t, r in zip(traces, self.refusal.detect([t.response for t in traces],
                                                     prompts=[t.prompt for t in traces]), strict=True):
-            t.initial_refusal = r
+            t.initial_refusal = bool(r)  # no decision (None): go on checking, as for no refusal
+            if r is None:
+                t.invalid_judgments.append("response")
         todo = [t for t in traces if not t.initial_refusal]
         if todo:
             asks = [BACKTRANSLATION_TEMPLATE.format(response=t.response.strip()) for t in todo]
@@ -373,8 +409,11 @@ class BacktranslationDefense(ModelHandle):
         if todo and self.explain_scorer is not None and (full or self.gamma > -math.inf):
             scores = self.explain_scorer([t.inferred_request for t in todo], [t.response for t in todo])
             for t, s in zip(todo, scores, strict=True):
-                t.likelihood = float(s)
                 t.calls += 1
+                if math.isnan(s):  # the explain judge gave no decision: the filter does not apply
+                    t.invalid_judgments.append("explain")
+                else:
+                    t.likelihood = float(s)
         if not full:
             todo = [t for t in todo if t.likelihood is None or t.likelihood > self.gamma]
         if todo:
@@ -387,6 +426,8 @@ class BacktranslationDefense(ModelHandle):
             for t, (a,), r in zip(todo, again, judged, strict=True):
                 t.inferred_response, t.inferred_refusal = a.text, r
                 t.calls += 1
+                if r is None:
+                    t.invalid_judgments.append("inferred_response")
         per = (time.perf_counter() - t0) / max(len(traces), 1)
         out = [self.decide(t) for t in traces]
         for t in out:
@@ -404,7 +445,7 @@ class BacktranslationDefense(ModelHandle):
         """
         gamma = self.gamma if gamma is None else gamma
         t = replace(trace)
-        lik_call = int(t.likelihood is not None and gamma > -math.inf)
+        lik_call = int((t.likelihood is not None or "explain" in t.invalid_judgments) and gamma > -math.inf)
         filtered = t.likelihood is not None and t.likelihood <= gamma
         if t.initial_refusal:
             t.decision, t.calls = "refused_initially", 1
@@ -412,6 +453,8 @@ class BacktranslationDefense(ModelHandle):
             t.decision, t.calls = "no_inferred_request", 2
         elif filtered:
             t.decision, t.calls = "filtered_unexplained", 2 + lik_call
+        elif "inferred_response" in t.invalid_judgments:
+            t.decision, t.calls = "no_refusal_judgment", 3 + lik_call
         elif t.inferred_refusal is None:
             raise ValueError("trace lacks O' for this gamma: recompute it with trace(..., full=True)")
         else:

@@ -95,27 +95,53 @@ def benign_prompts(n: int = 50, *, data_dir: str | os.PathLike | None = None, se
     return rows
 
 
-def attack_success_rate(refused: list[bool]) -> float:
-    """Fraction of attack prompts answered without a refusal."""
-    return 1 - sum(refused) / len(refused) if refused else float("nan")
+def attack_success_rate(refused: list[bool | None]) -> float:
+    """Fraction of attack prompts answered without a refusal, among those the detector decided (None:
+    no decision, left out; NaN when none was decided).
+
+    Example:
+        >>> attack_success_rate([True, False, None, False])
+        0.6666666666666667
+    """
+    decided = [r for r in refused if r is not None]
+    return 1 - sum(decided) / len(decided) if decided else float("nan")
 
 
-def refusal_rate(refused: list[bool]) -> float:
-    return sum(refused) / len(refused) if refused else float("nan")
+def refusal_rate(refused: list[bool | None]) -> float:
+    """Fraction of prompts refused, among those the detector decided (NaN when none was decided)."""
+    decided = [r for r in refused if r is not None]
+    return sum(decided) / len(decided) if decided else float("nan")
+
+
+def decided_rate(refused: list[bool | None]) -> float | None:
+    """Share of verdicts that are decisions (not None); None for no verdicts."""
+    return sum(r is not None for r in refused) / len(refused) if refused else None
 
 
 def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamma: float = -2.0,
                       max_new_tokens: int = 96, inferred_max_new_tokens: int = 64,
                       backtranslate_max_new_tokens: int = 48, judge: Any = None,
-                      smoothllm: bool = True, seed: int = 0) -> dict[str, Any]:
+                      smoothllm: bool = True, smoothllm_copies: int = 3, backtranslator: Any = None,
+                      seed: int = 0) -> dict[str, Any]:
     """Attack success rate and benign refusal rate of: no defense, backtranslation at ``gamma``,
-    backtranslation without the filter, and (optionally) SmoothLLM-lite, on one model.
+    backtranslation without the filter, and (optionally) SmoothLLM-lite, on one target model.
 
     O, S', l and O' are computed once per prompt and shared by the no-defense and backtranslation arms
     (only the decision differs). Refusals are judged by the keyword detector and, when ``judge`` is
-    given, by that detector too. Backtranslations that name no real request (they copy the prompt's
-    worked example or format, or are fragments) are counted in ``validity`` and handled as an empty
-    S' (the response is returned).
+    given (e.g. an :class:`~trustlab.safety.refusal.LLMRefusalJudge` on another model), by that detector
+    too; a judge's non-decision (None) is left out of its rates and counted in ``valid_rate_<detector>``.
+    Backtranslations that name no real request (they copy the prompt's worked example or format, or
+    are fragments) are counted in ``validity`` and handled as an empty S' (the response is returned).
+
+    Args:
+        model: the target model (answers S and S').
+        attacks, benign: the prompts.
+        gamma: the likelihood threshold of the backtranslation arm (disabled when the backtranslator
+            gives no prompt log-probabilities).
+        judge: an extra refusal detector for the outputs (default: keyword only).
+        smoothllm: add the SmoothLLM-lite arm with ``smoothllm_copies`` perturbed copies per prompt.
+        backtranslator: the model that infers S' and scores the filter (default: ``model``).
+        seed: SmoothLLM's perturbation seed.
 
     Returns:
         ``{"arms": {arm: {...metrics}}, "rows": [...per prompt...], "validity": {...}, "gamma", "notes"}``;
@@ -137,11 +163,12 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
     from trustlab.safety.smoothllm import SmoothLLM
 
     notes = []
-    if not (model.capabilities.loglikelihood and getattr(model, "tokenizer", None) is not None):
+    bt = backtranslator or model
+    if not (bt.capabilities.loglikelihood and getattr(bt, "tokenizer", None) is not None):
         gamma = -math.inf
-        notes.append(f"The {model.capabilities.backend!r} backend gives no prompt log-probabilities, so the "
+        notes.append(f"The {bt.capabilities.backend!r} backtranslator gives no prompt log-probabilities, so the "
                      "likelihood filter is disabled (gamma = -inf) in both backtranslation arms.")
-    defense = BacktranslationDefense(model, gamma=gamma, inferred_max_new_tokens=inferred_max_new_tokens,
+    defense = BacktranslationDefense(model, bt, gamma=gamma, inferred_max_new_tokens=inferred_max_new_tokens,
                                      backtranslate_max_new_tokens=backtranslate_max_new_tokens)
     prompts = attacks + benign
     kinds = ["attack"] * len(attacks) + ["benign"] * len(benign)
@@ -156,7 +183,7 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
         rows.append(row)
     arms = ["none", "backtranslation", "backtranslation_no_filter"]
     if smoothllm:
-        smooth = SmoothLLM(model, seed=seed)
+        smooth = SmoothLLM(model, copies=smoothllm_copies, seed=seed)
         for row, (g,) in zip(rows, smooth.generate(prompts, max_new_tokens=max_new_tokens), strict=True):
             row.update({"smoothllm_output": g.text, "smoothllm_calls": smooth.copies,
                         "smoothllm_seconds": g.extra["defense"]["seconds"]})
@@ -167,12 +194,14 @@ def evaluate_defenses(model: Any, attacks: list[str], benign: list[str], *, gamm
         verdict = dict(zip(texts, det.detect(texts), strict=True))
         for row in rows:
             row.update({f"{arm}_refused_{name}": verdict[row[f"{arm}_output"]] for arm in arms})
-    return {**summarise_rows(rows), "rows": rows, "gamma": gamma, "notes": notes}
+    return {**summarise_rows(rows), "rows": rows, "gamma": gamma, "notes": notes, "roles": defense.roles()}
 
 
 def summarise_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The arms' rates, calls and seconds, and the backtranslation validity, from per-prompt rows of
-    :func:`evaluate_defenses` (also rows read back from a run folder).
+    :func:`evaluate_defenses` (also rows read back from a run folder). Per detector and arm:
+    ``asr_<detector>``, ``benign_refusal_<detector>`` (over the prompts it decided) and
+    ``valid_rate_<detector>`` (the share of the arm's outputs it decided; 1.0 for the keyword detector).
 
     Example:
         >>> summarise_rows(res["rows"])["arms"]["none"]["asr_keyword"]
@@ -188,6 +217,7 @@ def summarise_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
             ref = {kind: [r[f"{arm}_refused_{name}"] for r in rows if r["kind"] == kind] for kind in ("attack", "benign")}
             m[f"asr_{name}"] = attack_success_rate(ref["attack"])
             m[f"benign_refusal_{name}"] = refusal_rate(ref["benign"])
+            m[f"valid_rate_{name}"] = decided_rate(ref["attack"] + ref["benign"])
         m["calls_per_prompt"] = sum(r[f"{arm}_calls"] for r in rows) / len(rows)
         m["seconds_per_prompt"] = sum(r[f"{arm}_seconds"] for r in rows) / len(rows)
         summary[arm] = m

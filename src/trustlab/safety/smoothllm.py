@@ -47,7 +47,8 @@ class SmoothLLM(ModelHandle):
         target: the model to defend.
         copies: perturbed copies per prompt (default 3).
         swap: fraction of characters replaced per copy (default 0.10).
-        refusal: the detector that votes (default :class:`KeywordRefusal`).
+        refusal: the detector that votes (default :class:`KeywordRefusal`); a copy it gives no decision on
+            (None) casts no vote.
         seed: seed of the perturbations.
 
     Example:
@@ -75,8 +76,9 @@ class SmoothLLM(ModelHandle):
         result = []
         for i in range(len(prompts)):
             votes = refused[i * self.copies:(i + 1) * self.copies]
-            majority = sum(votes) * 2 > len(votes)
-            pick = next(j for j, v in enumerate(votes) if v == majority)
+            decided = [v for v in votes if v is not None]  # a judge's invalid answer (None) casts no vote
+            majority = sum(decided) * 2 > len(decided)
+            pick = next((j for j, v in enumerate(votes) if v == majority), 0)
             text = texts[i * self.copies + pick]
             info = {"refused": majority, "votes": votes, "calls": self.copies, "seconds": per}
             result.append([Generation(text=text, extra={"defense": info}) for _ in range(cfg.n)])

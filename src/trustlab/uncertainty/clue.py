@@ -149,10 +149,15 @@ class ConceptReport:
 class CLUE:
     """Concept-level uncertainty of an LLM's answers (see the module docstring).
 
+    Three roles, each any handle: ``llm`` (the model under test: its answers are scored), ``extractor``
+    (lists the concepts) and the NLI (scores entailment). The extractor and an LLM-as-NLI default to
+    ``llm``; give other handles to let e.g. a larger model extract and judge a small model's answers.
+
     Args:
-        llm: the target model (any backend).
-        nli: entailment scorer: ``"llm"`` (default: the LLM reads label-token probabilities), a path
-            to a Hugging Face NLI classifier, or an object with ``entail(pairs)``.
+        llm: the model under test (any backend): it answers (greedy and N samples).
+        nli: entailment scorer: ``"llm"`` (default: ``llm`` reads label-token probabilities), another
+            model handle (LLM-as-NLI on that model), a path to a Hugging Face NLI classifier, or an
+            object with ``entail(pairs)`` (see :func:`~trustlab.uncertainty.nli.load_nli`).
         embedder: sentence encoder for pooling (default: the embedded MiniLM, loaded when needed).
         extractor: the model that lists concepts (default: ``llm``).
         n_samples: N sampled outputs (default 5).
@@ -172,6 +177,9 @@ class CLUE:
         >>> clue = CLUE(load_model(), n_samples=5)
         >>> report = clue.estimate("Answer in one sentence with details: who founded Apple?")
         >>> report.table()[:3]
+        >>> judge = load_model("embedded:qwen2.5-coder-1.5b")     # extractor and NLI: another model
+        >>> CLUE(load_model(), nli=judge, extractor=judge).roles()
+        {'model': 'embedded:SmolLM2-135M-Instruct', 'extractor': 'embedded:qwen2.5-coder-1.5b', 'nli': 'llm-nli:embedded:qwen2.5-coder-1.5b'}
     """
 
     def __init__(self, llm: ModelHandle, nli: Any = "llm", embedder: Any = None, extractor: ModelHandle | None = None,
@@ -196,6 +204,10 @@ class CLUE:
         self.tie_band = tie_band
         self.agg = agg
         self.seed = seed
+
+    def roles(self) -> dict[str, str]:
+        """The name of the model (or scorer) in each role: model, extractor, nli."""
+        return {"model": self.llm.name, "extractor": self.extractor.name, "nli": self.nli.name}
 
     # ------------------------------------------------------------------ entry points
     def estimate(self, prompt: Prompt) -> ConceptReport:

@@ -41,12 +41,26 @@ def is_correct(answer: str, gold: list[str]) -> bool:
 
 
 def nli_sanity(nli: Any) -> dict[str, Any]:
-    """Accuracy of an entailment scorer on the 40 shipped pairs (P(entail) > 0.5 = entailment)."""
+    """Accuracy of an entailment scorer on the 40 shipped pairs (P(entail) > 0.5 = entailment).
+
+    A pair the scorer could not judge (NaN: an LLM-as-NLI answer that named no label) is invalid: it
+    counts as wrong in ``accuracy`` (an NLI that gives no answer is no usable NLI), is left out of the
+    means, and lowers ``valid_rate``.
+
+    Example:
+        >>> nli_sanity(LLMNLI(load_model("embedded:qwen2.5-coder-1.5b")))["accuracy"]
+    """
     pairs = nli_pairs()
-    probs = nli.entail([(p["premise"], p["hypothesis"]) for p in pairs])
-    is_ent = [p["label"] == "entailment" for p in pairs]
-    right = [(pr > 0.5) == e for pr, e in zip(probs, is_ent, strict=True)]
-    return {"accuracy": float(np.mean(right)), "n": len(pairs),
-            "mean_p_entail_on_entailment": float(np.mean([p for p, e in zip(probs, is_ent, strict=True) if e])),
-            "mean_p_entail_on_contradiction": float(np.mean([p for p, e in zip(probs, is_ent, strict=True) if not e])),
-            "bottleneck": bool(np.mean(right) < 0.75)}
+    probs = np.asarray(nli.entail([(p["premise"], p["hypothesis"]) for p in pairs]), dtype=float)
+    is_ent = np.asarray([p["label"] == "entailment" for p in pairs])
+    judged = ~np.isnan(probs)
+    right = judged & ((probs > 0.5) == is_ent)
+
+    def mean(mask: np.ndarray) -> float:
+        return float(probs[mask].mean()) if mask.any() else float("nan")
+
+    return {"scorer": getattr(nli, "name", type(nli).__name__), "accuracy": float(right.mean()), "n": len(pairs),
+            "valid_rate": float(judged.mean()), "n_invalid": int((~judged).sum()),
+            "mean_p_entail_on_entailment": mean(judged & is_ent),
+            "mean_p_entail_on_contradiction": mean(judged & ~is_ent),
+            "bottleneck": bool(right.mean() < 0.75)}

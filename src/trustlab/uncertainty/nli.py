@@ -110,8 +110,8 @@ class LLMNLI(_Cached):
                 out.append(math.nan)
                 continue
             self.validity.valid()
-            e, c = math.exp(d["entailment"]), math.exp(d["contradiction"])
-            out.append(e / (e + c) if e + c > 0 else 0.5)
+            # P(entail) over {entailment, contradiction} = sigmoid(log e - log c): no underflow, no 0.5 default
+            out.append(1 / (1 + math.exp(min(d["contradiction"] - d["entailment"], 700.0))))
         return out
 
 
@@ -157,10 +157,24 @@ class HFNLI(_Cached):
 
 
 def load_nli(spec: Any, model: ModelHandle | None = None) -> EntailmentScorer:
-    """An entailment scorer from a spec: ``"llm"`` (LLM-as-NLI with ``model``), a path / hub id of an
-    NLI classifier, or an object that already has ``entail``."""
+    """An entailment scorer from a spec.
+
+    Args:
+        spec: ``"llm"`` or None (LLM-as-NLI on ``model``); a :class:`ModelHandle` (LLM-as-NLI on that
+            handle: the NLI role filled by another model than the one under test); a path / hub id of a
+            sequence-classification NLI model (:class:`HFNLI`); or an object that already has ``entail``.
+        model: the model under test (used for ``"llm"``).
+
+    Example:
+        >>> load_nli("llm", model).name == f"llm-nli:{model.name}"
+        True
+        >>> load_nli(load_model("embedded:qwen2.5-coder-1.5b"), model).name
+        'llm-nli:embedded:qwen2.5-coder-1.5b'
+    """
     if hasattr(spec, "entail"):
         return spec
+    if isinstance(spec, ModelHandle):
+        return LLMNLI(spec)
     if spec in (None, "llm"):
         if model is None:
             raise ValueError("LLM-as-NLI needs the model handle")
