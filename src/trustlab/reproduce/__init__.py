@@ -173,7 +173,7 @@ def load_roles(specs: Mapping[str, Any], *, hf_options: Mapping[str, Any] | None
             try:
                 cache[key] = load_model(spec, **opts)
             except ModelSpecError as exc:
-                raise RoleModelError(role, f"the {role} model {spec!r}: {exc}") from exc
+                raise RoleModelError(role, f"the {role} model: {exc}") from exc
         return cache[key]
 
     out = {"model": load("model", specs.get("model"))}
