@@ -28,7 +28,7 @@ from trustlab.safety.refusal import JUDGE_TEMPLATE
 def test_role_options_are_read_from_each_run_signature():
     assert run_options("clue") == ["model", "extractor_model", "nli_model"]
     assert run_options("backtranslation") == ["model", "backtranslator_model", "judge_model", "smoothllm"]
-    assert not any(o.endswith("model") for o in run_options("lora-rite") + run_options("context-awareness"))
+    assert not any(o.endswith("model") for o in run_options("lora-rite"))
     with pytest.raises(TrustlabError, match="the lora-rite reproduction has no option judge_model"):
         run_reproduction("lora-rite", quick=True, judge_model="embedded:qwen2.5-coder-1.5b")
 

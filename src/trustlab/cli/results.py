@@ -30,8 +30,8 @@ def _reproduction_rows() -> list[tuple[str, str]]:
                    "committed results/)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 @click.option("--model", "model", default=None, metavar="SPEC",
-              help="the model under test (clue, backtranslation; default: the embedded SmolLM2); any model spec, "
-                   "e.g. embedded:qwen2.5-coder-1.5b, a Hugging Face id or folder, openai:http://HOST:PORT/v1")
+              help="the model under test, for the methods that take one (default: the embedded SmolLM2); any "
+                   "model spec, e.g. embedded:qwen2.5-coder-1.5b, a Hugging Face id or folder, openai:http://HOST:PORT/v1")
 @click.option("--extractor-model", default=None, metavar="SPEC",
               help="clue: the concept extractor (default: the model under test)")
 @click.option("--nli-model", default=None, metavar="SPEC", help="clue: the LLM-as-NLI (default: the model under test)")

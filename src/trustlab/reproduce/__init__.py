@@ -6,7 +6,7 @@ Full runs write ``results/<method>`` (the committed numbers); quick runs write `
 never ``results/``.
 
 Methods with roles take one model spec per role as keyword options of ``run`` (default None: the model
-under test, itself the embedded SmolLM2 by default): CLUE has ``model`` (answers), ``extractor_model``
+under test, itself the embedded SmolLM2 by default), e.g. CLUE has ``model`` (answers), ``extractor_model``
 and ``nli_model``; backtranslation has ``model`` (the target), ``backtranslator_model`` and
 ``judge_model``. Which options a method takes is read from its ``run`` signature (:func:`run_options`),
 so an option given to a method without it is refused by name. A run with a role model other than the
@@ -159,7 +159,7 @@ def load_roles(specs: Mapping[str, Any], *, hf_options: Mapping[str, Any] | None
     Example:
         >>> roles = load_roles({"model": None, "nli": "embedded:qwen2.5-coder-1.5b", "extractor": None})
         >>> roles["extractor"] is roles["model"], roles["nli"].name
-        (True, 'embedded:qwen2.5-coder-1.5b')
+        (True, 'embedded:Qwen2.5-Coder-1.5B-Instruct')
     """
     from trustlab.models import load_model
 

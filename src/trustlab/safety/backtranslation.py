@@ -280,7 +280,7 @@ class BacktranslationDefense(ModelHandle):
         >>> bigger = load_model("embedded:qwen2.5-coder-1.5b")
         >>> defended = BacktranslationDefense(model, bigger, refusal=LLMRefusalJudge(bigger))
         >>> defended.roles()
-        {'target': 'embedded:SmolLM2-135M-Instruct', 'backtranslator': 'embedded:qwen2.5-coder-1.5b', ...}
+        {'target': 'embedded:SmolLM2-135M-Instruct', 'backtranslator': 'embedded:Qwen2.5-Coder-1.5B-Instruct', ...}
     """
 
     def __init__(

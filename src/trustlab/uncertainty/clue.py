@@ -178,8 +178,8 @@ class CLUE:
         >>> report = clue.estimate("Answer in one sentence with details: who founded Apple?")
         >>> report.table()[:3]
         >>> judge = load_model("embedded:qwen2.5-coder-1.5b")     # extractor and NLI: another model
-        >>> CLUE(load_model(), nli=judge, extractor=judge).roles()
-        {'model': 'embedded:SmolLM2-135M-Instruct', 'extractor': 'embedded:qwen2.5-coder-1.5b', 'nli': 'llm-nli:embedded:qwen2.5-coder-1.5b'}
+        >>> CLUE(load_model(), nli=judge, extractor=judge).roles()["nli"]
+        'llm-nli:embedded:Qwen2.5-Coder-1.5B-Instruct'
     """
 
     def __init__(self, llm: ModelHandle, nli: Any = "llm", embedder: Any = None, extractor: ModelHandle | None = None,

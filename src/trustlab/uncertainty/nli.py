@@ -169,7 +169,7 @@ def load_nli(spec: Any, model: ModelHandle | None = None) -> EntailmentScorer:
         >>> load_nli("llm", model).name == f"llm-nli:{model.name}"
         True
         >>> load_nli(load_model("embedded:qwen2.5-coder-1.5b"), model).name
-        'llm-nli:embedded:qwen2.5-coder-1.5b'
+        'llm-nli:embedded:Qwen2.5-Coder-1.5B-Instruct'
     """
     if hasattr(spec, "entail"):
         return spec
