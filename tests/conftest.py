@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRUSTLAB_NO_PROGRESS", "1")
+# The default test tier compares numbers exactly (eager vs sdpa, cache vs GGUF, parity with peers): float32.
+# The dtype policy itself (bfloat16 on CPUs that run it fast) is tested in tests/models/test_policy.py.
+os.environ.setdefault("TRUSTLAB_DTYPE", "float32")
 
 import pytest  # noqa: E402
 
@@ -89,3 +92,13 @@ def transformers_server(tmp_path_factory, smollm_dir):
     server.start(timeout=180)
     yield server
     server.stop()
+
+
+def embedded_or_skip(key: str):
+    """The embedded model ``key`` if ``install.sh models`` installed it, else skip (CI never downloads it)."""
+    from trustlab.models.embedded import embedded_lm
+
+    lm = embedded_lm(key)
+    if not lm.installed:
+        pytest.skip(f"embedded:{key} is not installed (bash scripts/install.sh models)")
+    return lm

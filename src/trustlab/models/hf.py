@@ -69,22 +69,29 @@ class HFModel(ModelHandle):
         path: str | Path,
         *,
         gguf_file: str | None = None,
-        dtype: Any = "float32",
+        dtype: Any = None,
         attn_implementation: str = "eager",
         device: str = "cpu",
         name: str | None = None,
+        threads: int | None = None,
         **kwargs: Any,
     ) -> HFModel:
         """Load a causal LM and tokenizer from a hub id, a local folder or a folder + GGUF file.
 
         ``attn_implementation="eager"`` (default) is what attention maps need; ``"sdpa"`` is faster.
+        ``dtype=None`` (or ``"auto"``) follows the dtype policy of :mod:`trustlab.models.policy` (bfloat16
+        where the hardware runs it fast, else float32); ``threads`` sets torch's threads (default: the
+        policy's). Both are recorded in :meth:`describe`.
         """
+        from trustlab.models.policy import apply_threads, resolve_dtype
+
         torch = require("torch", "llm")
         transformers = require("transformers", "llm")
         if gguf_file:
             require("gguf", "llm")
             require("accelerate", "llm")  # the GGUF loader needs it
-        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        apply_threads(threads)
+        torch_dtype = getattr(torch, resolve_dtype(dtype, device))
         tok = transformers.AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
         model = transformers.AutoModelForCausalLM.from_pretrained(
             str(path), gguf_file=gguf_file, dtype=torch_dtype, attn_implementation=attn_implementation, **kwargs
@@ -96,6 +103,17 @@ class HFModel(ModelHandle):
     @property
     def device(self) -> Any:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> str:
+        """The parameters' dtype name (``"float32"``, ``"bfloat16"``)."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {**super().describe(), "dtype": self.dtype, "threads": torch.get_num_threads(),
+                "attn_implementation": self.attn_implementation}
 
     @property
     def attn_implementation(self) -> str:

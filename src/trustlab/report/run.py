@@ -101,17 +101,27 @@ def render_html(title: str, sections: list[Section], meta: dict[str, Any] | None
 
 
 VOLATILE_KEYS = frozenset({"started", "machine", "config_hash", "resumed"})
+# Recorded, but left out of the hash at any depth: a run resumed with another thread count is the same run.
+RUNTIME_KEYS = frozenset({"threads"})
+
+
+def _without_runtime(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_runtime(v) for k, v in value.items() if k not in RUNTIME_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [_without_runtime(v) for v in value]
+    return value
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """A short stable hash of a run's configuration (timestamps and machine info left out)."""
+    """A short stable hash of a run's configuration (timestamps, machine info and thread counts left out)."""
     import hashlib
     import json
 
     from trustlab.report.io import dumps
 
     stable = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
-    text = json.dumps(json.loads(dumps(stable, indent=None)), sort_keys=True)
+    text = json.dumps(_without_runtime(json.loads(dumps(stable, indent=None))), sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
