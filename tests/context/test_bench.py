@@ -145,6 +145,7 @@ def test_run_probes_scores_every_condition_and_resumes(tiny, tmp_path, monkeypat
     monkeypatch.setattr(tiny, "generate", refuse)
     again = run_probes(tiny, probes, conds, run=run, max_new_tokens=3)
     assert sorted(r["id"] for r in again) == sorted(r["id"] for r in rows)
+    assert sorted(again, key=lambda r: r["id"]) == sorted(rows, key=lambda r: r["id"])  # re-scored: the same
     assert all(r["valid"] == (r["invalid_reason"] is None) for r in rows)
     summary = summarise(rows)
     assert summary["niah"]["template"]["n"] == 2 and "follows_context" in summary["counterfactual"]["template"]
@@ -162,7 +163,10 @@ def test_answers_that_echo_the_prompt_are_invalid_and_never_scored(tokenizer):
     assert check_answer("", probe) == ("", None)  # saying nothing is a valid miss
     echo = INSTRUCTION.split(" the question")[0]  # "Read the document below and answer"
     assert check_answer(f"{echo} the question.", probe)[1] == "echoes the instruction"
-    for fmt in ("Answer: Answer:", "Question: What is the best thing to do in San Francisco?", "\nDocument:\n"):
+    # a chat turn the model goes on to write ends the answer (a base model tuned on a Zephyr-style template)
+    assert check_answer(f"{real}\n<|user|>\nWhat else?", probe) == (real, None)
+    for fmt in ("Answer: Answer:", "Question: What is the best thing to do in San Francisco?", "\nDocument:\n",
+                "Answer:\n<|user|>\n"):
         assert check_answer(fmt, probe) == ("", "repeats the prompt format instead of answering")
     # quoting the document itself is an answer, not an echo
     quote = probe.own.split(".")[1].strip()

@@ -116,3 +116,24 @@ def test_isolated_nonfinite_loss_is_flagged_without_stopping():
     assert len(log) == 6 and log[1]["loss"] is None and log.nonfinite_steps == 1
     assert log.diverged and not log.stopped_early
     assert all(r["loss"] is not None for r in log[2:])  # LoRA-RITE skipped the NaN step: training goes on
+
+
+def test_response_logits_only_gives_the_full_loss():
+    """Left padding + the LM head on response positions only = the Trainer's right-padded full loss."""
+    from trustlab.train.sft import _collate, response_loss
+
+    torch.manual_seed(0)
+    rows = [{"input_ids": list(range(1, 1 + n)) + [40, 41, 42][:k], "labels": [-100] * n + [40, 41, 42][:k]}
+            for n, k in ((6, 3), (3, 2), (9, 1))]
+    model = tiny_llama().eval()
+    with torch.no_grad():
+        full = model(**_collate(0)(rows)).loss
+        cut = response_loss(model, _collate(0, left=True)(rows))
+    assert torch.allclose(full, cut, atol=1e-5)
+
+
+def test_training_with_response_logits_only_learns():
+    cfg = SFTConfig(optimizer="adamw", lr=1e-2, steps=25, batch_size=8, rank=4, alpha=8, response_logits_only=True,
+                    target_modules=("q_proj", "v_proj", "up_proj", "down_proj"))
+    _, log = lora_finetune(tiny_llama(), None, token_examples(), cfg)
+    assert len(log) == 25 and log[-1]["loss"] < log[0]["loss"] and not log.diverged

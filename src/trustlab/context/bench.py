@@ -10,8 +10,10 @@ Model output is untrusted data. An answer that repeats the prompt's fixed text (
 words of the instruction that the document or question does not contain) or only its format (``Question:``,
 ``Document:``, the ``Answer:`` cue) instead of answering is *invalid*: it is counted (``valid_rate``) and
 never scored. A valid answer is scored on its text up to the first line where the model starts a new prompt
-section (``Question:`` ...), after dropping a restated ``Answer:`` cue at its start. An empty answer is a
-valid miss (the model chose to say nothing).
+section (``Question:`` ...) or a chat turn (a ``<|user|>`` / ``<|assistant|>`` / ``<|system|>`` header, as a
+base model tuned on a Zephyr-style template writes when it goes on with the conversation), after dropping a
+restated ``Answer:`` cue at its start. An empty answer is a valid miss (the model chose to say nothing).
+Resumed rows are checked and scored again from their stored answer, so every row follows the current rules.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from trustlab.validity import echoes_source
 
 NO_TEMPLATE_CUE = "\nAnswer: "  # [recon]; without the trailing space SmolLM2 ends at once (see results)
 _LEADING_CUE = re.compile(r"^\s*(?:answer\s*:\s*)+", re.IGNORECASE)
-_NEW_SECTION = re.compile(r"(?:^|\n)\s*(?:question|document|answer)\s*:", re.IGNORECASE)
+_NEW_SECTION = re.compile(r"(?:^|\n)\s*(?:question|document|answer)\s*:|<\|(?:user|assistant|system)\|>",
+                          re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ def run_probes(model: Any, probes: Sequence[Probe], conds: Sequence[Condition], 
     rows = []
     for cond in conds:
         key = {p.id: f"context/{p.task}/{cond.name}/{p.id}" for p in probes}
-        rows += [done[key[p.id]] for p in probes if key[p.id] in done]
+        rows += [{**done[key[p.id]], **_scored(done[key[p.id]]["answer"], p)} for p in probes if key[p.id] in done]
         todo = [p for p in probes if key[p.id] not in done]
         todo.sort(key=lambda p: len(p.content(cond.indicator)))
         chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -191,16 +194,19 @@ def run_probes(model: Any, probes: Sequence[Probe], conds: Sequence[Condition], 
                 with UserSteering(model, alpha=cond.alpha):
                     outs = model.generate(prompts, chat_template=True, max_new_tokens=max_new_tokens)
             for p, out in zip(chunk, outs):
-                answer = out[0].text
-                scored, reason = check_answer(answer, p)
-                metrics = p.score(scored) if reason is None else dict.fromkeys(p.score(""))
                 row = {"id": key[p.id], "task": p.task, "probe": p.id, "condition": cond.name, **p.meta,
-                       "answer": answer, "scored_text": scored, "valid": reason is None, "invalid_reason": reason,
-                       **metrics}
+                       **_scored(out[0].text, p)}
                 rows.append(row)
                 if run is not None:
                     run.add_sample(row)
     return rows
+
+
+def _scored(answer: str, probe: Probe) -> dict[str, Any]:
+    """The answer, its checked and scored part, validity and metrics (None for an invalid answer)."""
+    scored, reason = check_answer(answer, probe)
+    metrics = probe.score(scored) if reason is None else dict.fromkeys(probe.score(""))
+    return {"answer": answer, "scored_text": scored, "valid": reason is None, "invalid_reason": reason, **metrics}
 
 
 METRICS = ("recall", "recall_error", "em", "f1", "follows_context")

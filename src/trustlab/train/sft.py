@@ -14,6 +14,11 @@ Divergence: a non-finite loss stays in the log (``"loss": None, "nonfinite": "na
 :class:`SFTLog` is flagged ``diverged`` with the first such step and a warning is issued; training stops
 after ``stop_after_nonfinite`` consecutive non-finite losses. Callers that save the adapter call
 :meth:`SFTLog.raise_if_diverged` first (:class:`TrainingDivergedError`).
+
+``response_logits_only=True`` computes the same loss for less: batches are left-padded (rotary attention
+depends only on relative positions, so padding on the left changes no score) and the LM head runs only on
+the last positions, those that predict a response token (``logits_to_keep``). On a large vocabulary and
+short responses (Gemma-3's 262k-token head, one-line answers) this halves a CPU step.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class SFTConfig:
         stop_after_nonfinite: stop training after this many consecutive steps with a non-finite loss
             (0 = never stop early); the run is flagged diverged either way.
         lora_rite_options: extra :class:`~trustlab.optim.LoRARITE` options (lora-rite only).
+        response_logits_only: left-pad and run the LM head only where a response token is predicted (the
+            same loss; see the module docstring). Needs a model whose ``forward`` takes ``logits_to_keep``.
     """
 
     optimizer: str = "lora-rite"
@@ -77,6 +84,7 @@ class SFTConfig:
     logging_steps: int = 1
     stop_after_nonfinite: int = 3
     lora_rite_options: dict[str, Any] = field(default_factory=dict)
+    response_logits_only: bool = False
 
 
 class TrainingDivergedError(TrustlabError, RuntimeError):
@@ -141,7 +149,25 @@ def _log_rows(losses: list[float], every: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _trainer_classes(transformers: Any, patience: int) -> tuple[type, Any]:
+def response_loss(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the labelled tokens of a left-padded batch, with logits only where needed.
+
+    Position t predicts token t + 1, so the LM head runs on positions ``first - 1 .. T - 2``, where ``first``
+    is the first labelled position of any row (left padding puts every response at the end).
+    """
+    labels = inputs["labels"]  # (B, T)
+    labelled = (labels[:, 1:] != -100).any(0).nonzero()
+    if not len(labelled):
+        raise EmptyInputError("a training batch has no labelled tokens")
+    first = int(labelled[0]) + 1
+    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                logits_to_keep=labels.shape[1] - first + 1)
+    logits = out.logits[:, :-1].float()  # (B, T - first, V): predictions of positions first .. T - 1
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, first:].reshape(-1),
+                                             ignore_index=-100)
+
+
+def _trainer_classes(transformers: Any, patience: int, response_only: bool = False) -> tuple[type, Any]:
     """A Trainer that keeps every step's loss, and a callback that stops after ``patience`` consecutive
     non-finite ones. (The Trainer's own log cannot serve: by default it replaces a non-finite loss by the
     running mean, and without that filter one NaN poisons its loss accumulator for the rest of the run.)"""
@@ -153,6 +179,13 @@ def _trainer_classes(transformers: Any, patience: int) -> tuple[type, Any]:
             loss = super().training_step(model, inputs, num_items_in_batch)
             self.step_losses.append(float(loss))
             return loss
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            if not response_only:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = response_loss(model, inputs)
+            return (loss, None) if return_outputs else loss
 
     class StopOnNonFinite(transformers.TrainerCallback):
         def __init__(self) -> None:
@@ -205,17 +238,18 @@ def tokenize_example(tokenizer: Any, example: dict[str, Any], max_length: int) -
     return {"input_ids": ids, "labels": [-100] * min(len(p_ids), len(ids)) + ids[len(p_ids):]}
 
 
-def _collate(pad_id: int):
+def _collate(pad_id: int, left: bool = False):
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         width = max(len(b["input_ids"]) for b in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):  # right padding for training
+        for i, b in enumerate(batch):  # right padding for training (left: response_logits_only)
             n = len(b["input_ids"])
-            ids[i, :n] = torch.tensor(b["input_ids"])
-            labels[i, :n] = torch.tensor(b["labels"])
-            mask[i, :n] = 1
+            at = slice(width - n, width) if left else slice(0, n)
+            ids[i, at] = torch.tensor(b["input_ids"])
+            labels[i, at] = torch.tensor(b["labels"])
+            mask[i, at] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
     return collate
@@ -292,8 +326,9 @@ def lora_finetune(model: Any, tokenizer: Any, examples: list[dict[str, Any]], co
             logging_steps=config.logging_steps, save_strategy="no", report_to=[], seed=config.seed,
             data_seed=config.seed, max_grad_norm=clip, use_cpu=not torch.cuda.is_available(),
             remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0)
-        trainer_cls, stopper = _trainer_classes(transformers, config.stop_after_nonfinite)
-        trainer = trainer_cls(model=peft_model, args=args, train_dataset=data, data_collator=_collate(pad_id),
+        trainer_cls, stopper = _trainer_classes(transformers, config.stop_after_nonfinite, config.response_logits_only)
+        trainer = trainer_cls(model=peft_model, args=args, train_dataset=data,
+                              data_collator=_collate(pad_id, left=config.response_logits_only),
                               optimizers=(opt, sched), callbacks=[stopper])
         trainer.step_losses = stopper.losses
         trainer.train()
