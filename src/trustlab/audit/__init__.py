@@ -62,8 +62,14 @@ def _failure_section(name: str, failure: dict[str, Any]) -> Section:
     return Section(title=f"{name} (failed)", text=text, table=failure["frames"], anchor=f"{name}-failed")
 
 
+def _takes_roles(fn: Any) -> bool:
+    import inspect
+
+    return "roles" in inspect.signature(fn).parameters
+
+
 def run_audit(model: Any, out: str | Path, *, sections: list[str] | None = None, quick: bool = False,
-              seed: int = 0) -> Path:
+              seed: int = 0, roles: dict[str, Any] | None = None) -> Path:
     """Audit ``model`` (a handle from :func:`trustlab.models.load_model`) into the run folder ``out``.
 
     Args:
@@ -72,6 +78,10 @@ def run_audit(model: Any, out: str | Path, *, sections: list[str] | None = None,
         sections: section names to run (default: every registered section, in registry order).
         quick: smallest sizes (a smoke test, not a measurement).
         seed: random seed.
+        roles: other models for the roles of some methods, by role name (``"judge"``: the refusal judge and
+            backtranslator of the safety section; ``"nli"``, ``"extractor"``: CLUE's NLI and concept extractor
+            in the uncertainty section); a role not given is the audited model. Sections whose function takes a
+            ``roles`` argument receive them.
 
     Returns:
         The path of the written report.html.
@@ -89,8 +99,11 @@ def run_audit(model: Any, out: str | Path, *, sections: list[str] | None = None,
     if not records:
         raise TrustlabError("no audit sections are registered")
     chosen = [r.section for r in records]
-    run = RunFolder(out, {"command": "audit", "model": model.describe(), "sections": chosen,
-                          "quick": quick, "seed": seed})
+    roles = {k: v for k, v in (roles or {}).items() if v is not None}
+    config = {"command": "audit", "model": model.describe(), "sections": chosen, "quick": quick, "seed": seed}
+    if roles:
+        config["roles"] = {k: v.describe() for k, v in roles.items()}
+    run = RunFolder(out, config)
     report: list[Section] = []
     timings: dict[str, float] = {}
     skipped: dict[str, str] = {}
@@ -99,7 +112,9 @@ def run_audit(model: Any, out: str | Path, *, sections: list[str] | None = None,
         name = record.section
         t0 = time.perf_counter()
         try:
-            report += resolve(record.audit)(model, run, quick=quick, seed=seed)
+            fn = resolve(record.audit)
+            extra = {"roles": roles} if _takes_roles(fn) else {}
+            report += fn(model, run, quick=quick, seed=seed, **extra)
         except (CapabilityError, MissingExtraError) as exc:
             skipped[name] = str(exc)
             report.append(Section(title=f"{name} (skipped)", text=str(exc)))

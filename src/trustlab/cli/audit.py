@@ -36,18 +36,38 @@ def _section_rows() -> list[tuple[str, str]]:
 @click.option("--section", "sections", multiple=True, type=Registered(_section_names, "audit section"),
               help="run only this section (repeatable; default: all sections, listed below)")
 @click.option("--quick", is_flag=True, help="smallest sizes (a smoke test, not a measurement)")
+@click.option("--judge-model", default=None, metavar="SPEC",
+              help="safety: the refusal judge and backtranslator (default: the audited model)")
+@click.option("--nli-model", default=None, metavar="SPEC",
+              help="uncertainty: CLUE's LLM-as-NLI (default: the audited model)")
+@click.option("--extractor-model", default=None, metavar="SPEC",
+              help="uncertainty: CLUE's concept extractor (default: the audited model)")
 def audit(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
-          sections: tuple[str, ...], quick: bool) -> None:
+          sections: tuple[str, ...], quick: bool, judge_model: str | None, nli_model: str | None,
+          extractor_model: str | None) -> None:
     """Audit a model (default: the embedded SmolLM2) and write OUT/report.html.
 
-    A section that crashes is reported in the page with its error; the others still run, and the command
-    then exits with status 1.
+    Methods with roles can give them to a stronger model: e.g. --judge-model embedded:qwen2.5-coder-1.5b
+    --nli-model embedded:qwen2.5-coder-1.5b (after `bash scripts/install.sh models`). A section that crashes
+    is reported in the page with its error; the others still run, and the command then exits with status 1.
     """
     from trustlab.audit import AuditSectionError, run_audit
+    from trustlab.models import load_model
 
     model = load_from_options(model_spec, model_name, attn_implementation)
+    loaded: dict[str, object] = {}
+    roles = {}
+    for role, spec, option in (("judge", judge_model, "--judge-model"), ("nli", nli_model, "--nli-model"),
+                               ("extractor", extractor_model, "--extractor-model")):
+        if spec is None:
+            continue
+        try:
+            roles[role] = loaded[spec] if spec in loaded else loaded.setdefault(spec, load_model(spec))
+        except Exception as exc:  # noqa: BLE001  (a bad spec is a usage error naming the option)
+            raise click.BadParameter(str(exc), param_hint=option) from exc
     try:
-        path = run_audit(model, out, sections=list(dict.fromkeys(sections)) or None, quick=quick, seed=seed)
+        path = run_audit(model, out, sections=list(dict.fromkeys(sections)) or None, quick=quick, seed=seed,
+                         roles=roles)
     except AuditSectionError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)

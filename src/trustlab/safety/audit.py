@@ -61,21 +61,25 @@ def jailbreak_sections(res: dict[str, Any], run: RunFolder, detectors: list[dict
                     [{k: v for k, v in d.items() if k != "errors"} for d in detectors])]
 
 
-def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
-    """The audit section: a small jailbreak evaluation on ``model`` (any backend).
+def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, Any] | None = None) -> list[Section]:
+    """The audit section: a small jailbreak evaluation on ``model`` (any backend). ``roles["judge"]``, when
+    given, backtranslates and judges refusals with its error rates on the labelled set reported.
 
     Example:
         >>> run(load_model(), RunFolder("runs/audit"), quick=True, seed=0)
     """
     from trustlab.safety.jailbreak import attack_prompts, benign_prompts, evaluate_defenses, harmful_goals
-    from trustlab.safety.refusal import KeywordRefusal, error_rates
+    from trustlab.safety.refusal import KeywordRefusal, LLMRefusalJudge, error_rates
 
     n = 2 if quick else 10
     data_dir = os.environ.get("TRUSTLAB_BT_DATA")
     attacks = [a["prompt"] for a in attack_prompts(harmful_goals(n))]
     benign = [b["prompt"] for b in benign_prompts(n, data_dir=Path(data_dir) if data_dir else None, seed=seed)]
     tokens = 16 if quick else 32
+    judge_model = (roles or {}).get("judge")
+    judge = LLMRefusalJudge(judge_model) if judge_model is not None else None
     res = evaluate_defenses(model, attacks, benign, max_new_tokens=tokens, inferred_max_new_tokens=16,
-                            backtranslate_max_new_tokens=tokens, smoothllm=False, seed=seed)
+                            backtranslate_max_new_tokens=tokens, smoothllm=False, seed=seed, judge=judge,
+                            backtranslator=judge_model)
     write_json(run.path / "jailbreak.json", res)
-    return jailbreak_sections(res, run, [error_rates(KeywordRefusal())])
+    return jailbreak_sections(res, run, [error_rates(KeywordRefusal())] + ([error_rates(judge)] if judge else []))

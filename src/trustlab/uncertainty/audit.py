@@ -8,8 +8,9 @@ from typing import Any
 from trustlab.report import RunFolder, Section, write_json
 
 
-def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
-    """CLUE on ``model`` (any backend: black-box handles use generated label words as NLI).
+def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, Any] | None = None) -> list[Section]:
+    """CLUE on ``model`` (any backend: black-box handles use generated label words as NLI); ``roles["nli"]`` and
+    ``roles["extractor"]`` give those roles to other handles (default: ``model``).
 
     Example:
         >>> run(load_model(), RunFolder("runs/audit"), quick=True, seed=0)
@@ -21,7 +22,10 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
     questions = qa_items()[::20][:2] if quick else qa_items()[::5][:12]
     n, max_new = (2, 16) if quick else (5, 24)
     model.capabilities.require_sampling(method="the uncertainty audit (CLUE, sampling baselines)")  # before any call
-    clue = CLUE(model, n_samples=n, max_new_tokens=max_new, extract_max_new_tokens=20, max_concepts=3, seed=seed)
+    roles = roles or {}
+    nli_model, extractor = roles.get("nli"), roles.get("extractor")
+    clue = CLUE(model, nli=nli_model if nli_model is not None else "llm", extractor=extractor, n_samples=n,
+                max_new_tokens=max_new, extract_max_new_tokens=20, max_concepts=3, seed=seed)
     prompts = [QA_PROMPT.format(question=q["question"]) for q in questions]
     greedy = model.generate(prompts, max_new_tokens=max_new, temperature=0.0)
     sampled = model.generate(prompts, max_new_tokens=max_new, temperature=1.0, n=n, seed=seed)
@@ -52,7 +56,7 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int) -> list[Section]:
     write_json(run.path / "uncertainty.json", {"rows": rows, "roc_auc": aucs, "validity": validity,
                                                "reports": [r.to_dict() for r in reports]})
     text = (f"{len(questions)} shipped factual questions, greedy answer + {n} samples at T = 1 from the audited "
-            f"model; the same model extracts concepts and acts as NLI. Greedy accuracy {sum(correct)}/{len(correct)}; "
+            f"model; concepts extracted by {(extractor or model).name}, NLI by {(nli_model or model).name}. Greedy accuracy {sum(correct)}/{len(correct)}; "
             f"bad concept extractions (no valid concept) {bad}/{sum(r.n_extractions for r in reports)}; {echoed} "
             "concepts dropped as copies of the extraction prompt's one-shot example (never scored)." + nli_text
             + " ROC-AUC for wrong answers "
