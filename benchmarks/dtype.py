@@ -53,7 +53,7 @@ def bench_model(key: str, repeats: int, questions: int) -> dict:
     ids = torch.randint(100, 5000, (8, 512))
     times: dict[str, dict[str, list[float]]] = {dt: {"prefill": [], "decode": []} for dt in handles}
     tokens: dict[str, list[int]] = {dt: [] for dt in handles}
-    for dt, h in handles.items():  # warm-up
+    for h in handles.values():  # warm-up
         with torch.inference_mode():
             h.model(input_ids=ids[:1, :64], logits_to_keep=1)
     for _ in range(repeats):
