@@ -1,6 +1,9 @@
-"""``trustlab reproduce lora-rite --quick`` writes a valid summary (SmolLM2 for 3 steps: slow tier)."""
+"""``trustlab reproduce lora-rite``: the quick run writes a valid summary (SmolLM2 for 3 steps: slow tier);
+the SmolLM2 protocol's parts (lr bracketing, disjoint splits, keeping an unchanged part's rows) on tiny cases."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
@@ -28,8 +31,99 @@ def test_quick_reproduction_writes_summary(tmp_path):
         assert -1.0 <= lo <= c["ours"] - c["baseline"] <= hi <= 1.0
     assert summary[1]["valid_rate"] is None and 0.0 <= summary[3]["valid_rate"] <= 1.0
     assert summary[3]["measurable"] is (summary[3]["valid_rate"] >= 0.5)
-    for name in ("invariance.json", "digits.json", "smollm2.json", "digits_loss_balance.png", "report.html"):
+    llm = summary[3]["setup"]
+    assert llm["dtype"] == "float32" and llm["threads"] == 1
+    assert set(llm["search_seeds"]).isdisjoint(llm["eval_seeds"])  # the test runs are not the selection's seed
+    assert set(llm["lr_search"]) == {"lora-rite", "adamw"} and all(v["capped"] for v in llm["lr_search"].values())
+    assert "cap" in summary[3]["note"]  # quick mode has no room to widen: said, not hidden
+    for name in ("invariance.json", "digits.json", "smollm2.json", "digits_loss_balance.png", "smollm2_loss.png",
+                 "report.html"):
         assert (tmp_path / name).exists(), name
+
+
+def _counting(score):
+    calls = []
+
+    def f(lr):
+        calls.append(lr)
+        return score(lr)
+
+    return f, calls
+
+
+def _peak(at):
+    return lambda lr: -abs(math.log10(lr) - math.log10(at))
+
+
+def test_bracket_lr_widens_towards_the_best_edge_until_interior():
+    from trustlab.reproduce.lora_rite_llm import bracket_lr
+
+    score, calls = _counting(_peak(1e-2))
+    out = bracket_lr(score, [1e-4, 3e-4, 1e-3], max_extensions=4)
+    assert out["lr"] == 1e-2 and out["interior"] and not out["capped"]
+    assert out["grid"] == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2] and out["extensions"] == 3
+    assert sorted(calls) == out["grid"]  # each lr scored once
+    assert out["val"] == [_peak(1e-2)(lr) for lr in out["grid"]] and out["initial_grid"] == [1e-4, 3e-4, 1e-3]
+
+    down = bracket_lr(_peak(3e-5), [1e-4, 3e-4, 1e-3])
+    assert down["lr"] == 3e-5 and down["grid"][0] == 1e-5 and down["interior"]
+
+
+def test_bracket_lr_keeps_an_interior_best_and_reports_a_hit_cap():
+    from trustlab.reproduce.lora_rite_llm import bracket_lr
+
+    score, calls = _counting(_peak(3e-4))
+    out = bracket_lr(score, [1e-4, 3e-4, 1e-3])
+    assert out["lr"] == 3e-4 and out["extensions"] == 0 and out["interior"] and len(calls) == 3
+
+    capped = bracket_lr(_peak(1e-1), [1e-4, 3e-4, 1e-3], max_extensions=2)
+    assert capped["lr"] == 1e-2 and capped["grid"][-1] == 1e-2 and capped["capped"] and not capped["interior"] and capped["extensions"] == 2
+
+
+def test_bracket_lr_treats_a_tie_at_the_edge_as_not_bracketed():
+    from trustlab.reproduce.lora_rite_llm import bracket_lr
+
+    flat = bracket_lr(lambda lr: 0.5, [3e-4, 1e-3], max_extensions=3)  # both edges tie: widen both, up to the cap
+    assert flat["grid"] == [3e-5, 1e-4, 3e-4, 1e-3, 3e-3] and flat["capped"] and flat["lr"] == 3e-5
+    tie = bracket_lr(lambda lr: {1e-4: 0.1, 3e-4: 0.4, 1e-3: 0.4, 3e-3: 0.2}[lr], [1e-4, 3e-4, 1e-3])
+    assert tie["grid"] == [1e-4, 3e-4, 1e-3, 3e-3] and tie["interior"] and tie["lr"] == 3e-4  # ties: the smaller lr
+
+
+def test_bracket_lr_refuses_lrs_off_the_ladder():
+    from trustlab.reproduce.lora_rite_llm import bracket_lr, ladder_step
+
+    assert ladder_step(1e-3, +1) == 3e-3 and ladder_step(3e-3, +1) == 1e-2 and ladder_step(1e-4, -1) == 3e-5
+    with pytest.raises(ValueError, match="ladder"):
+        bracket_lr(lambda lr: 0.0, [2e-4, 1e-3])
+
+
+def test_task_splits_are_disjoint_and_sized():
+    from trustlab.reproduce.lora_rite_llm import task_splits
+
+    splits = task_splits(40, 30, 30, seed=0)
+    train = {ex["messages"][1]["content"] for ex in splits["train"]}
+    val, test = ({x["question"] for x in splits[k]} for k in ("val", "test"))
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (40, 30, 30)
+    assert len(val) == 30 and len(test) == 30  # no repeats inside a split
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert all(ex["messages"][-1]["role"] == "assistant" for ex in splits["train"])
+    assert task_splits(40, 30, 30, seed=0) == splits  # deterministic given the seed
+
+
+def test_an_unchanged_part_keeps_its_rows_when_another_part_changes(tmp_path):
+    from trustlab.report import RunFolder
+    from trustlab.reproduce.lora_rite import _carry_over
+
+    base = {"method": "lora-rite", "quick": False, "seed": 0, "row_format": 2, "digits": {"steps": 150}}
+    old = RunFolder(tmp_path, {**base, "llm": {"steps": 24}})
+    old.add_sample({"id": "digits:a", "kind": "digits", "test_acc": 0.9})
+    old.add_sample({"id": "llm:a", "kind": "llm", "exact_match": 0.1})
+    new_config = {**base, "llm": {"steps": 50}}
+    new = RunFolder(tmp_path, new_config)
+    assert not new.resumed and _carry_over(new, new_config, "digits") == 1
+    assert new.done_keys() == {"digits:a"}  # the changed part's rows stay behind in .superseded
+    changed = {**base, "digits": {"steps": 60}, "llm": {"steps": 50}}
+    assert _carry_over(RunFolder(tmp_path, changed), changed, "digits") == 0
 
 
 def test_factory_rejects_unknown_names_and_options():
