@@ -32,11 +32,9 @@ def test_the_model_option_reaches_run_and_writes_beside_the_default():
 
 
 def test_grid_size_fits_the_context_window():
-    full = grid_size("smollm2-135m", 8192)
-    assert full["lengths"] == SIZES["smollm2-135m"]["lengths"] and full["long_lengths"] == (4000,)
-    assert grid_size("smollm2-135m", 4096)["long_lengths"] == ()  # 4000 + prompt + answer do not fit in 4096
-    other = grid_size("qwen2.5-coder-0.5b", 32768)
-    assert other["lengths"] == SIZES["default"]["lengths"]
+    assert grid_size("smollm2-135m", 8192)["lengths"] == SIZES["smollm2-135m"]["lengths"]
+    assert grid_size("qwen2.5-coder-0.5b", 32768)["lengths"] == SIZES["default"]["lengths"] == (250, 1000)
+    assert grid_size("x", 1100)["lengths"] == (250,)  # 1000 + prompt + answer do not fit in 1100
     assert grid_size("x", 1024)["lengths"] == (250,)
     with pytest.raises(ValueError, match="fits none"):
         grid_size("x", 300)
