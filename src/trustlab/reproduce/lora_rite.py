@@ -299,7 +299,9 @@ def _llm(run: RunFolder, done: dict[str, dict[str, Any]], quick: bool, seed: int
     gain = rite["exact_match"] - adam["exact_match"]
     where = ("no interval" if not ci else "below the interval" if PAPER_MIN_GAIN < ci[0]
              else "above the interval" if PAPER_MIN_GAIN > ci[1] else "inside the interval")
-    note = (f"Difference {gain:+.3f} (pass rule, fixed before the run: ours >= AdamW); the 95% interval "
+    note = (f"Difference {gain:+.3f} (pass rule: ours > AdamW with the 95% interval excluding zero, as for every "
+            "other claim of the project; the rule written before this run was ours >= AdamW and was tightened after it "
+            "to match the schema, so a tie inside the noise never reads as reproduced); the 95% interval "
             f"{'excludes' if excludes_zero(ci) else 'includes'} zero, and the paper's smallest reported gain "
             f"(+{PAPER_MIN_GAIN}) lies {where}. "
             f"lr chosen on {len(splits['val'])} validation questions (seed {', '.join(map(str, search_seeds))}): "
@@ -316,7 +318,7 @@ def _llm(run: RunFolder, done: dict[str, dict[str, Any]], quick: bool, seed: int
             + (f" Diverged (non-finite loss): {', '.join(diverged)}." if diverged else ""))
     claim = Claim(METHOD, "LoRA-RITE beats Adam on LLM LoRA fine-tuning (Gemma: +3.5 to +7 points)",
                   "test exact match at the validation-chosen lr", rite["exact_match"], adam["exact_match"], "AdamW",
-                  measurable and bool(rite["exact_match"] >= adam["exact_match"]), setup, n=len(splits["test"]),
+                  measurable and bool(ci) and ci[0] > 0, setup, n=len(splits["test"]),
                   ci=ci, valid_rate=validity.rate, measurable=measurable, note=note)
     return {"best": best, "rows": rows, "base_val_exact_match": base["exact_match"], "validity": validity.to_dict(),
             "seconds": seconds}, claim
