@@ -36,28 +36,31 @@ Decided before the run (never tuned on its results):
 
 Sizes and power (measured first, on the shared 2-core machine, 1 thread, bf16 sdpa): one greedy 32-token
 SmolLM2 probe took 1.8 s at 250 tokens, 5.0 s at 1000, 10.8 s at 2000 and 22.4 s at 4000 (prefill dominates).
-During the run 4-6 other jobs shared the 2 cores and each of ours got a quarter of a core, so everything took
-about four times that. One Gemma-3-270m LoRA step (batch 8, float32) took 66 s with the full LM head and ~90 s
-under heavier load with the head on response positions only (``SFTConfig.response_logits_only``: the same
-loss, about half the work). The committed fp32 run (45 probes) gave a paired per-probe SD of the template -
-no-template difference of about 0.54 and of steered - template of about 0.19. A 95% interval excludes zero at
-effect delta when n >= (1.96 SD / delta)^2: for the gap, delta 0.05 (the spec's threshold; the paper's numbers
-are not available to us, spec section 2) needs ~450 probes per condition, delta 0.15 ~50, delta 0.2 ~28; for
-steering delta 0.05 needs ~55. What fitted: SmolLM2 {250, 1000} x 5 depths x 3 needles plus a 2000-token slice
-(3 depths x 3 needles) = 39 paired probes in 3 conditions (the gap interval can exclude zero at ~0.17, steering
-at ~0.06), 24 counterfactual QA items in 4; other models (Qwen2.5-Coder-0.5B, ~4x SmolLM2's cost a token) get
-``SIZES["default"]``: {250, 1000} x 3 depths x 3 needles = 18 probes (excludes zero at ~0.25) and 12 QA items,
-capped by their context window (:func:`grid_size`). Scorer: 50 + 50 chats
-(AUROC interval half-width ~0.1). Experiment C: 32 balanced chats per arm (4 steps of 8, 1 epoch), read on
-{250} x 5 depths x 3 needles = 15 probes (an interval that excludes zero only at ~0.25) and 8 QA items: a
-pipeline check, as the spec counts it.
+For most of the run 4-6 other jobs shared the 2 cores and each of ours got a quarter of a core, so it took
+about four times that. One Gemma-3-270m LoRA step (batch 8, float32) took 66 s with the full LM head under
+load; with the head on response positions only (``SFTConfig.response_logits_only``: the same loss, about half
+the work) 12 steps took ~3 min once the load eased. The committed fp32 run (45 probes) gave a paired per-probe
+SD of the template - no-template difference of about 0.54 and of steered - template of about 0.19. A 95%
+interval excludes zero at effect delta when n >= (1.96 SD / delta)^2: for the gap, delta 0.05 (the spec's
+threshold; the paper's numbers are not available to us, spec section 2) needs ~450 probes per condition, delta
+0.15 ~50, delta 0.2 ~28; for steering delta 0.05 needs ~55. What fitted:
+
+- SmolLM2: {250, 1000} x 5 depths x 3 needles plus a 2000-token slice (3 depths x 3 needles) = 39 paired probes
+  in 3 conditions (the gap interval can exclude zero at ~0.17, steering at ~0.06); 24 counterfactual QA items
+  in 4 conditions;
+- other models (Qwen2.5-Coder-0.5B costs ~4x SmolLM2 a token): ``SIZES["default"]``, {250, 1000} x 3 depths x
+  3 needles = 18 probes (excludes zero at ~0.25) and 12 QA items, capped by the context window
+  (:func:`grid_size`);
+- scorer: 50 + 50 chats (the AUROC interval's half-width ~0.1 at worst);
+- Experiment C: 96 balanced chats per arm (12 steps of 8, 1 epoch), read on {250, 1000} x 5 depths x 3 needles
+  = 30 probes (excludes zero at ~0.18 with a per-probe SD of 0.5) and 8 QA items.
 
 Cut vs the spec (did not fit ~100 minutes of wall time on the loaded machine): the 20 x 20 grid to 8k tokens and
-the spec's {250, 500, 1000, 1500, 2000} x 5 depths (here 250 and 1000, 2000 at 3 depths; a 4000-token slice
-was planned and cut when the machine's load quadrupled every timing); alpha 0.95 on the NIH grid (run on QA only) and alpha 0.5 on QA; the
-spec's 200 + 200 scorer chats (50 + 50) and 300 training chats per arm (32); multi-turn and system-prompt
-variants of the search for where the gap appears; the 1.5B model; the attention mass on 2 lengths only (eager attention
-maps; everything else runs sdpa + bf16, recorded in config.json's model description).
+the spec's {250, 500, 1000, 1500, 2000} x 5 depths (here 250 and 1000, 2000 at 3 depths; a 4000-token slice was
+planned and cut when the load quadrupled every timing); alpha 0.95 on the NIH grid (run on QA only) and alpha
+0.5 on QA; the spec's 200 + 200 scorer chats (50 + 50) and 300 training chats per arm (96); multi-turn and
+system-prompt variants of the search for where the gap appears; the 1.5B model; the attention mass on 2 lengths
+only (eager attention maps; everything else runs sdpa + bf16, recorded in config.json's model description).
 
 Every answer is a row of samples.jsonl keyed by ``context/<task>/<condition>/<probe>`` (Experiment C's in
 ``finetune/samples.jsonl``, its adapters in ``finetune/checkpoints/``); a killed run resumes from them. The
@@ -107,8 +110,8 @@ SIZES: dict[str, dict[str, Any]] = {
                 "mass_lengths": (250,), "cue_probes": 3},
 }
 SCORER = {"scorer_chats": 50, "scorer_layers": (10, 20, 25)}
-FINETUNE = {"train_chats": 32, "batch_size": 8, "lr": 2e-4, "rank": 16, "alpha": 16, "dropout": 0.05,
-            "max_length": 384, "tau": 0.6, "lengths": (250,), "depths": _DEPTHS, "needles": 3,
+FINETUNE = {"train_chats": 96, "batch_size": 8, "lr": 2e-4, "rank": 16, "alpha": 16, "dropout": 0.05,
+            "max_length": 384, "tau": 0.6, "lengths": (250, 1000), "depths": _DEPTHS, "needles": 3,
             "new_tokens": 32, "qa_items": 8}
 QUICK = {"lengths": (200,), "depths": (0.5,), "needles": 1, "long_lengths": (), "long_depths": (), "long_needles": 0, "new_tokens": 8,
          "alphas": (0.9,), "qa_items": 4, "qa_alphas": (0.9,), "mass_lengths": (200,), "cue_probes": 1}
