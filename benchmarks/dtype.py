@@ -4,7 +4,7 @@ For each model (default: SmolLM2-135M and Qwen2.5-Coder-1.5B), both dtypes loade
 cache, sdpa attention, the same threads:
 
 - prefill tokens/s: one forward over 8 x 512 tokens (``logits_to_keep=1``, as generation does);
-- decode tokens/s: ``generate`` at batch 8, 64 new tokens, greedy;
+- decode tokens/s: ``generate`` at batch 1 and at batch 8, 64 new tokens, greedy;
 - agreement of greedy answers: the first ``--questions`` CLUE questions (48 new tokens): the share with the
   identical text, and the share where both are right or both wrong (gold-alias match), with the accuracy of
   each dtype.
@@ -51,8 +51,8 @@ def bench_model(key: str, repeats: int, questions: int) -> dict:
     handles = {dt: load_model(f"embedded:{key}", dtype=dt, attn_implementation="sdpa", batch_size=8)
                for dt in ("float32", "bfloat16")}
     ids = torch.randint(100, 5000, (8, 512))
-    times: dict[str, dict[str, list[float]]] = {dt: {"prefill": [], "decode": []} for dt in handles}
-    tokens: dict[str, list[int]] = {dt: [] for dt in handles}
+    times: dict[str, dict[str, list[float]]] = {dt: {"prefill": [], "decode_b1": [], "decode_b8": []} for dt in handles}
+    tokens: dict[str, dict[str, list[int]]] = {dt: {"decode_b1": [], "decode_b8": []} for dt in handles}
     for h in handles.values():  # warm-up
         with torch.inference_mode():
             h.model(input_ids=ids[:1, :64], logits_to_keep=1)
@@ -63,10 +63,12 @@ def bench_model(key: str, repeats: int, questions: int) -> dict:
                     h.model(input_ids=ids, logits_to_keep=1)
 
             times[dt]["prefill"].append(_median(prefill, 1))
-            t0 = time.perf_counter()
-            gens = h.generate(PROMPTS, max_new_tokens=64)
-            times[dt]["decode"].append(time.perf_counter() - t0)
-            tokens[dt].append(sum(len(h.tokenizer(g[0].text, add_special_tokens=False)["input_ids"]) for g in gens))
+            for key, prompts in (("decode_b1", PROMPTS[:1]), ("decode_b8", PROMPTS)):
+                t0 = time.perf_counter()
+                gens = h.generate(prompts, max_new_tokens=64)
+                times[dt][key].append(time.perf_counter() - t0)
+                tokens[dt][key].append(sum(len(h.tokenizer(g[0].text, add_special_tokens=False)["input_ids"])
+                                           for g in gens))
     items = qa_items()[:questions]
     prompts = [QA_PROMPT.format(question=q["question"]) for q in items]
     answers = {dt: [g[0].text for g in h.generate(prompts, max_new_tokens=48)] for dt, h in handles.items()}
@@ -74,9 +76,11 @@ def bench_model(key: str, repeats: int, questions: int) -> dict:
     out: dict = {"threads": torch.get_num_threads(), "questions": len(items)}
     for dt in handles:
         out[dt] = {"prefill_tok_s": 8 * 512 / statistics.median(times[dt]["prefill"]),
-                   "decode_tok_s": statistics.median(tokens[dt]) / statistics.median(times[dt]["decode"]),
+                   **{f"{k}_tok_s": statistics.median(tokens[dt][k]) / statistics.median(times[dt][k])
+                      for k in ("decode_b1", "decode_b8")},
                    "qa_accuracy": sum(right[dt]) / len(items)}
-    out["bf16_over_fp32"] = {k: out["bfloat16"][k] / out["float32"][k] for k in ("prefill_tok_s", "decode_tok_s")}
+    out["bf16_over_fp32"] = {k: out["bfloat16"][k] / out["float32"][k]
+                             for k in ("prefill_tok_s", "decode_b1_tok_s", "decode_b8_tok_s")}
     out["same_text"] = sum(a == b for a, b in zip(answers["float32"], answers["bfloat16"], strict=True)) / len(items)
     out["same_correctness"] = sum(a == b for a, b in zip(right["float32"], right["bfloat16"], strict=True)) / len(items)
     return out
@@ -96,8 +100,10 @@ def main() -> None:
         results[key] = bench_model(key, args.repeats, args.questions)
         r = results[key]
         print(f"{key}: prefill fp32 {r['float32']['prefill_tok_s']:.0f} / bf16 {r['bfloat16']['prefill_tok_s']:.0f} "
-              f"tok/s ({r['bf16_over_fp32']['prefill_tok_s']:.2f}x); decode fp32 {r['float32']['decode_tok_s']:.1f} / "
-              f"bf16 {r['bfloat16']['decode_tok_s']:.1f} tok/s ({r['bf16_over_fp32']['decode_tok_s']:.2f}x); "
+              f"tok/s ({r['bf16_over_fp32']['prefill_tok_s']:.2f}x); decode b1 fp32 {r['float32']['decode_b1_tok_s']:.1f} / "
+              f"bf16 {r['bfloat16']['decode_b1_tok_s']:.1f} tok/s ({r['bf16_over_fp32']['decode_b1_tok_s']:.2f}x); "
+              f"decode b8 fp32 {r['float32']['decode_b8_tok_s']:.1f} / bf16 {r['bfloat16']['decode_b8_tok_s']:.1f} "
+              f"tok/s ({r['bf16_over_fp32']['decode_b8_tok_s']:.2f}x); "
               f"same greedy text {r['same_text']:.2f}, same correctness {r['same_correctness']:.2f} "
               f"(accuracy fp32 {r['float32']['qa_accuracy']:.2f}, bf16 {r['bfloat16']['qa_accuracy']:.2f})", flush=True)
     write_json(OUT, {"benchmark": "dtype", "load_avg_1min": [round(load, 2), round(os.getloadavg()[0], 2)],

@@ -143,7 +143,8 @@ def speed_llamacpp(key: str, repeats: int) -> dict:
     n_out = []
 
     def decode() -> None:
-        r = llm.create_completion("Write a short story about a lighthouse keeper.", max_tokens=64, temperature=0.0)
+        r = llm.create_chat_completion([{"role": "user", "content": "Write a short story about a lighthouse keeper."}],
+                                       max_tokens=64, temperature=0.0)
         n_out.append(r["usage"]["completion_tokens"])
 
     out = {"threads": torch.get_num_threads(), "n_ctx": 2048}
