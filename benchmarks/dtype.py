@@ -86,9 +86,26 @@ def bench_model(key: str, repeats: int, questions: int) -> dict:
     return out
 
 
-def main() -> None:
-    from trustlab.report.io import write_json
+def write(results: dict, load: list[float], path: Path = OUT) -> Path:
+    """One benchmark record per (model, measure): ours = bfloat16, peer = float32, same run."""
+    from trustlab.report import BenchmarkRecord, write_benchmark
 
+    records = []
+    for key, r in results.items():
+        for measure, label in (("prefill_tok_s", "prefill tokens/s (8 x 512)"),
+                               ("decode_b1_tok_s", "decode tokens/s, batch 1, 64 new"),
+                               ("decode_b8_tok_s", "decode tokens/s, batch 8, 64 new")):
+            records.append(BenchmarkRecord(
+                measure=f"{label}, {key}, sdpa, {r['threads']} thread(s): bfloat16 vs float32",
+                ours=r["bfloat16"][measure], peer=r["float32"][measure], peer_name="float32 (same weights)",
+                lower_is_better=False, target=None,
+                details={"same_greedy_text": r["same_text"], "same_correctness": r["same_correctness"],
+                         "qa_accuracy": {dt: r[dt]["qa_accuracy"] for dt in ("float32", "bfloat16")},
+                         "questions": r["questions"], "load_avg_1min": load}))
+    return write_benchmark(path, records)
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=["smollm2-135m", "qwen2.5-coder-1.5b"])
     ap.add_argument("--repeats", type=int, default=3)
@@ -106,8 +123,7 @@ def main() -> None:
               f"tok/s ({r['bf16_over_fp32']['decode_b8_tok_s']:.2f}x); "
               f"same greedy text {r['same_text']:.2f}, same correctness {r['same_correctness']:.2f} "
               f"(accuracy fp32 {r['float32']['qa_accuracy']:.2f}, bf16 {r['bfloat16']['qa_accuracy']:.2f})", flush=True)
-    write_json(OUT, {"benchmark": "dtype", "load_avg_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
-                     "results": results})
+    write(results, [round(load, 2), round(os.getloadavg()[0], 2)])
 
 
 if __name__ == "__main__":
