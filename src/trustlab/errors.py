@@ -57,3 +57,7 @@ def require(module: str, extra: str, pip: str | None = None):
     except ImportError as exc:
         cmd = pip or f'pip install "trustlab[{extra}]"'
         raise MissingExtraError(f"{module!r} is not installed; install it with: {cmd}") from exc
+
+
+class ParseError(TrustlabError, ValueError):
+    """Model output (untrusted text) that is not in the grammar a parser accepts, or exceeds its bounds."""
