@@ -11,6 +11,7 @@ from trustlab.cli.common import (
     ListingCommand,
     Registered,
     load_from_options,
+    load_role_options,
     model_options,
     out_option,
     seed_option,
@@ -52,19 +53,11 @@ def audit(model_spec: str, model_name: str | None, attn_implementation: str | No
     is reported in the page with its error; the others still run, and the command then exits with status 1.
     """
     from trustlab.audit import AuditSectionError, run_audit
-    from trustlab.models import load_model
 
     model = load_from_options(model_spec, model_name, attn_implementation)
-    loaded: dict[str, object] = {}
-    roles = {}
-    for role, spec, option in (("judge", judge_model, "--judge-model"), ("nli", nli_model, "--nli-model"),
-                               ("extractor", extractor_model, "--extractor-model")):
-        if spec is None:
-            continue
-        try:
-            roles[role] = loaded[spec] if spec in loaded else loaded.setdefault(spec, load_model(spec))
-        except Exception as exc:  # noqa: BLE001  (a bad spec is a usage error naming the option)
-            raise click.BadParameter(str(exc), param_hint=option) from exc
+    given = {"judge": judge_model, "nli": nli_model, "extractor": extractor_model}
+    handles = load_role_options(model, model_spec, attn_implementation, given)
+    roles = {r: handles[r] for r, spec in given.items() if spec is not None}  # unset: the sections use the model
     try:
         path = run_audit(model, out, sections=list(dict.fromkeys(sections)) or None, quick=quick, seed=seed,
                          roles=roles)

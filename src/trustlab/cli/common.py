@@ -51,6 +51,23 @@ def load_from_options(model_spec: str, model_name: str | None, attn_implementati
     return load_model(model_spec, **kwargs)
 
 
+def load_role_options(model: Any, model_spec: str, attn_implementation: str | None,
+                      specs: Mapping[str, str | None]) -> dict[str, Any]:
+    """The handles of a command's role options (``--judge-model`` ...), with ``"model"`` = ``model``.
+
+    A role left None, or naming ``--model``'s spec, is ``model`` itself; roles naming the same spec share
+    one handle (:func:`trustlab.reproduce.load_roles`). A spec that names nothing loadable is a usage error
+    naming the option.
+    """
+    from trustlab.reproduce import RoleModelError, load_roles
+
+    try:
+        return load_roles({"model": model, **{r: None if s == model_spec else s for r, s in specs.items()}},
+                          hf_options={"attn_implementation": attn_implementation} if attn_implementation else None)
+    except RoleModelError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.role}-model") from exc
+
+
 class Registered(click.ParamType):
     """A name the registry knows (a method id, an audit section), checked when the command line is parsed,
     so a method registered at run time counts too.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
+from trustlab.cli.common import load_from_options, load_role_options, model_options, out_option, seed_option
 
 
 @click.command("jailbreak")
@@ -40,19 +40,14 @@ def jailbreak(model_spec: str, model_name: str | None, attn_implementation: str 
     Writes the run folder OUT; a rerun starts over (the previous run moves to OUT/.superseded/).
     """
     from trustlab.report import RunFolder, write_json
-    from trustlab.reproduce import RoleModelError, load_roles
     from trustlab.safety.audit import jailbreak_sections
     from trustlab.safety.jailbreak import attack_prompts, benign_prompts, evaluate_defenses, harmful_goals
     from trustlab.safety.refusal import KeywordRefusal, LLMRefusalJudge, error_rates
 
     model = load_from_options(model_spec, model_name, attn_implementation)
     judge = judge or judge_model is not None
-    try:  # a role naming --model's spec is --model's handle
-        roles = load_roles({"model": model, **{r: None if s == model_spec else s for r, s in
-                                               (("backtranslator", backtranslator_model), ("judge", judge_model))}},
-                           hf_options={"attn_implementation": attn_implementation} if attn_implementation else None)
-    except RoleModelError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"--{exc.role}-model") from exc
+    roles = load_role_options(model, model_spec, attn_implementation,
+                              {"backtranslator": backtranslator_model, "judge": judge_model})
     attacks = attack_prompts(harmful_goals(n_harmful, source=harmful_source, data_dir=data_dir))
     benign = benign_prompts(n_benign, data_dir=data_dir, seed=seed)
     run = RunFolder(out, {"command": "eval jailbreak", "model": model.describe(), "seed": seed, "gamma": gamma,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
+from trustlab.cli.common import load_from_options, load_role_options, model_options, out_option, seed_option
 
 
 @click.command()
@@ -45,7 +45,6 @@ def uncertainty(questions: tuple[str, ...], model_spec: str, model_name: str | N
     from rich.table import Table
 
     from trustlab.report import RunFolder, Section
-    from trustlab.reproduce import RoleModelError, load_roles
     from trustlab.uncertainty import CLUE
 
     if not questions and from_jsonl is None:
@@ -59,12 +58,7 @@ def uncertainty(questions: tuple[str, ...], model_spec: str, model_name: str | N
     if nli_model and nli != "llm":
         raise click.UsageError(f"--nli-model is the LLM-as-NLI's model: it applies with --nli llm, not --nli {nli}")
     model = load_from_options(model_spec, model_name, attn_implementation)
-    try:  # a role naming --model's spec is --model's handle
-        roles = load_roles({"model": model, **{r: None if s == model_spec else s for r, s in
-                                               (("extractor", extractor_model), ("nli", nli_model))}},
-                           hf_options={"attn_implementation": attn_implementation} if attn_implementation else None)
-    except RoleModelError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"--{exc.role}-model") from exc
+    roles = load_role_options(model, model_spec, attn_implementation, {"extractor": extractor_model, "nli": nli_model})
     clue = CLUE(model, nli=roles["nli"] if nli == "llm" else nli, extractor=roles["extractor"], n_samples=n_samples,
                 temperature=temperature, max_new_tokens=max_new_tokens, pooler=pooler,
                 tie_band=tuple(tie_band) if tie_band else None, agg=agg, seed=seed)
