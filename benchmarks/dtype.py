@@ -33,15 +33,6 @@ PROMPTS = ["Write a short story about a lighthouse keeper.", "Explain how a bicy
            "Summarise the plot of Romeo and Juliet.", "How do vaccines work?", "Give tips for a job interview."]
 
 
-def _median(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_model(key: str, repeats: int, questions: int) -> dict:
     import torch
 
@@ -58,11 +49,10 @@ def bench_model(key: str, repeats: int, questions: int) -> dict:
             h.model(input_ids=ids[:1, :64], logits_to_keep=1)
     for _ in range(repeats):
         for dt, h in handles.items():
-            def prefill(h=h) -> None:
-                with torch.inference_mode():
-                    h.model(input_ids=ids, logits_to_keep=1)
-
-            times[dt]["prefill"].append(_median(prefill, 1))
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                h.model(input_ids=ids, logits_to_keep=1)
+            times[dt]["prefill"].append(time.perf_counter() - t0)
             for key, prompts in (("decode_b1", PROMPTS[:1]), ("decode_b8", PROMPTS)):
                 t0 = time.perf_counter()
                 gens = h.generate(prompts, max_new_tokens=64)

@@ -110,6 +110,6 @@ def finetune_arm(spec: Any, chats: Sequence[Conversation], config: Any, checkpoi
                "seconds": round(time.perf_counter() - t0, 1)}
         write_json(checkpoint / "sft_log.json", log)
         log = {**log, "resumed": False}
-    merged = tuned.merge_and_unload().eval()
+    merged = tuned.merge_and_unload().eval()  # safe: torch Module.eval(), not Python eval
     merged.to(getattr(torch, resolve_dtype(dtype)))
     return load_model(merged, tokenizer=tokenizer), log
