@@ -295,10 +295,6 @@ def _cache_dir(lm: EmbeddedLM) -> Path:
     return cache_root() / "models" / f"{lm.key}-{_CACHE_VERSION}-{producer}"
 
 
-def _smollm2_cache() -> Path:
-    return _cache_dir(SMOLLM2_LM)
-
-
 _LAYER_PARTS = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                 "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
                 "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
