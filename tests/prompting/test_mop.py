@@ -12,7 +12,8 @@ import pytest
 from tests.safety.fakes import ScriptedModel
 from trustlab.errors import EmptyInputError, TrustlabError
 from trustlab.prompting import mop as M
-from trustlab.prompting.mop import MoP, MoPModel, compile, fit_baseline
+from trustlab.prompting.mop import MoP, MoPModel, compile
+from trustlab.prompting.mop_baselines import BASELINES, ape_search, fit_baseline
 
 WORDS = ["apple", "river", "stone", "cloud", "garden", "window", "pencil", "mirror", "candle", "forest", "silver",
          "rocket", "basket", "planet", "shadow", "bridge", "castle", "dragon", "island", "jacket", "lemon", "tiger",
@@ -215,7 +216,7 @@ def test_exact_match_normalises_case_spacing_and_final_period():
     assert M.exact_match('"14"', "14") == 1.0 and M.exact_match("14", "-14") == 0.0
 
 
-@pytest.mark.parametrize("kind", M.BASELINES)
+@pytest.mark.parametrize("kind", BASELINES)
 def test_baselines_at_a_matched_budget(kind):
     model = rule_model()
     train, val = two_regions(), two_regions(12, WORDS[4:16], start=40)
@@ -233,6 +234,23 @@ def test_baselines_at_a_matched_budget(kind):
     assert base.experts[0].instruction  # one of the rules wins on half the items
     if kind == "ape-kcen":  # k-centroid demos cover both regions
         assert {x.isdigit() for x, _ in base.experts[0].demos} == {True, False}
+    # a budget beyond the whole eval set re-scores further candidates on all of it: 6 + empty on 24 items
+    more = fit_baseline(kind, train, val, model=rule_model(), budget=6, scoring_calls=48 + 7 * 24, num_samples=8,
+                        embedder=CharEmbedder())
+    assert more.info["calls"]["scoring"] == 48 + 7 * 24 and len(more.info["shortlist"]) == 7
+
+
+def test_a_shared_ape_search_gives_the_same_baselines_with_fewer_calls():
+    train, val = two_regions(), two_regions(12, WORDS[4:16], start=40)
+    alone = {k: fit_baseline(k, train, val, model=rule_model(), budget=6, scoring_calls=128, num_samples=8,
+                             embedder=CharEmbedder()) for k in ("ape", "ape-random")}
+    model = rule_model()
+    search = ape_search(train, val, model=model, budget=6, num_samples=8)
+    shared = {k: fit_baseline(k, train, val, model=model, budget=6, scoring_calls=128, num_samples=8,
+                              embedder=CharEmbedder(), search=search) for k in ("ape", "ape-random")}
+    for k in alone:
+        assert shared[k].to_json() == alone[k].to_json()
+    assert [len(b) for b in model.asked] == [6, 48, 80, 80]  # one search, then each variant's re-scoring
 
 
 def test_mixed_tasks_are_disjoint_and_mixed():
@@ -279,3 +297,67 @@ def test_mop_on_smollm2_and_minilm(smollm):
     assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
     again = MoPModel.from_json(mop.to_json(), model=smollm)
     assert [again.route(e["input"]) for e in task.test] == [mop.route(e["input"]) for e in task.test]
+
+
+def mixed_task_model(answers_right=True):
+    """Proposes one instruction; answers a mixed-task query right only with an instruction and a demo from
+    the query's own generator in the prompt (so region-matched demos matter); or answers nothing at all."""
+    from trustlab.prompting.mop_tasks import TASKS, make_task
+    from trustlab.reproduce.mixture_of_prompts import QUICK
+
+    items = {}
+    for name in TASKS:
+        task = make_task(name, n_pool=QUICK["n_pool"], n_eval=QUICK["n_eval"], n_test=QUICK["n_test"], seed=0)
+        items.update({e["input"]: e for e in task.train + task.val + task.test})
+
+    def script(prompt: str) -> str:
+        if not answers_right:
+            return ""
+        if prompt.startswith("I gave a friend"):
+            return " apply the rule of the examples"
+        *demos, query = re.findall(r"^Input: (.*)$", prompt, re.M)
+        same = any(items[d]["source"] == items[query]["source"] for d in demos)
+        return " " + (items[query]["output"] if same and prompt.startswith("Instruction:") else "0")
+
+    return ScriptedModel(script)
+
+
+@pytest.fixture
+def char_minilm(monkeypatch):
+    """The reproduction's MiniLM replaced by the character-class embedder (no weights, fast)."""
+    import trustlab.models.embedded as embedded
+
+    monkeypatch.setattr(embedded, "load_sentence_encoder", lambda device="cpu": CharEmbedder())
+
+
+def test_reproduction_claims_checkpoints_and_resume(tmp_path, char_minilm):
+    from trustlab.report import read_summary
+    from trustlab.reproduce.mixture_of_prompts import ARMS, run
+
+    model = mixed_task_model()
+    claims = run(tmp_path, quick=True, model=model)
+    assert len(claims) == 5 and claims[0].baseline_name in ("ape", "ape-random", "ape-kcen")
+    by = {c.baseline_name: c for c in claims[1:]}
+    assert all(c.n == 3 * 6 and c.measurable and c.valid_rate == 1.0 and c.setup["quick"] for c in claims)
+    assert by["ape"].baseline == 0.0 and by["ape"].ours > 0 and by["ape"].reproduced  # APE shows no demos
+    assert by["no-instruction"].baseline == 0.0 and by["no-instruction"].reproduced
+    assert by["ape"].ci[0] <= by["ape"].ours - by["ape"].baseline <= by["ape"].ci[1]
+    assert (tmp_path / "mop_accuracy.png").exists() and (tmp_path / "details.json").exists()
+    assert len(read_summary(tmp_path / "summary.json")) == 5
+    rows = [line for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * (len(ARMS) + 1)  # 5 arms + the shared APE search per task
+    asked = len(model.asked)
+    assert [c.to_dict() for c in run(tmp_path, quick=True, model=model)] == [c.to_dict() for c in claims]
+    assert len(model.asked) == asked  # resumed: no model call
+    (tmp_path / "samples.jsonl").write_text("\n".join(rows[:-2]) + "\n")  # lose the last task's last two arms
+    again = run(tmp_path, quick=True, model=model)
+    assert [c.to_dict() for c in again] == [c.to_dict() for c in claims]
+    assert [len(b) for b in model.asked[asked:]] == [2 * 6, 6, 6]  # ape-kcen: re-score 1 + empty on 6, test; bare: test
+
+
+def test_reproduction_without_valid_outputs_is_not_measurable(tmp_path, char_minilm):
+    from trustlab.reproduce.mixture_of_prompts import run
+
+    claims = run(tmp_path, quick=True, model=mixed_task_model(answers_right=False))
+    assert all(not c.measurable and not c.reproduced and c.verdict == "not measurable" for c in claims)
+    assert all(c.valid_rate == 0.0 and "valid data" in c.note and "below 5%" in c.note for c in claims)

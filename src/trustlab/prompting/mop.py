@@ -314,8 +314,9 @@ class MoPModel:
     __str__ = describe
 
 
-class _Engine:
-    """Model calls shared by MoP and the APE baselines: proposals and scoring, batched and counted."""
+class Engine:
+    """Model calls shared by MoP and the APE baselines (:mod:`trustlab.prompting.mop_baselines`):
+    proposals and scoring, each step in one batched call, counted per prompt."""
 
     def __init__(self, model: Any, scorer: Scorer, cfg: MoPConfig):
         self.model, self.scorer, self.cfg = model, scorer, cfg
@@ -359,18 +360,21 @@ class _Engine:
         return [float(np.mean([self.scorer(next(answers), y) for _, y in items])) if items else 0.0
                 for _, _, items in jobs]
 
-    def rank_alone(self, candidates: list[str], items: list[Example]) -> list[tuple[str, float]]:
-        """Candidates scored without demos, best first, cut to ``n_inits``, plus the empty instruction."""
+    def rank_alone(self, candidates: list[str], items: list[Example], keep: int | None = None) -> list[tuple]:
+        """Candidates scored without demos, best first (ties: proposal order), cut to ``keep`` (default
+        ``n_inits``), then the empty instruction (not scored alone: score None)."""
         scores = self.score([(c, [], items) for c in candidates])
         ranked = sorted(zip(candidates, scores, strict=True), key=lambda cs: -cs[1])
-        return ranked[: self.cfg.n_inits] + [("", None)]  # the empty instruction is not scored alone
+        return ranked[: self.cfg.n_inits if keep is None else keep] + [("", None)]
 
 
-def _check(trainset: Iterable[Any], valset: Iterable[Any]) -> tuple[list[Example], list[Example]]:
+def check_sets(trainset: Iterable[Any], valset: Iterable[Any]) -> tuple[list[Example], list[Example]]:
+    """The demo pool (at least two demos) and the eval set (at least one item) as pairs."""
     return as_examples(trainset, "trainset", at_least=2), as_examples(valset, "valset")
 
 
-def _default_embedder(embedder: Any) -> tuple[Any, str]:
+def default_embedder(embedder: Any) -> tuple[Any, str]:
+    """The embedder (None: the embedded MiniLM, loaded now) and its id for saved models."""
     if embedder is None:
         from trustlab.models.embedded import load_sentence_encoder
 
@@ -395,7 +399,7 @@ class MoP:
                  config: MoPConfig | None = None, verbose: bool = True, **overrides: Any):
         self.model, self.scorer, self.verbose = model, scorer or exact_match, verbose
         self.cfg = MoPConfig(**{**asdict(config or MoPConfig()), **overrides})
-        self.embedder, self.embedder_id = _default_embedder(embedder)
+        self.embedder, self.embedder_id = default_embedder(embedder)
 
     def projected_calls(self, n_val: int, k: int) -> dict[str, int]:
         """Model calls of a fit with ``k`` experts and ``n_val`` eval items, assuming every proposal is valid
@@ -425,7 +429,7 @@ class MoP:
             EmptyInputError: fewer than two demos or no eval items.
             ExamplesError: an item that is not an (input, output) pair.
         """
-        demos, val = _check(trainset, valset)
+        demos, val = check_sets(trainset, valset)
         cfg, rng = self.cfg, np.random.default_rng(self.cfg.seed + 1)
         a = self.assign(demos)
         k = a["k"]
@@ -433,7 +437,7 @@ class MoP:
         if self.verbose:
             print(f"Mixture-of-Prompts: {k} experts; projected model calls: {projected['generation']} generation "
                   f"+ {projected['scoring']} scoring")
-        eng = _Engine(self.model, self.scorer, cfg)
+        eng = Engine(self.model, self.scorer, cfg)
         # Phase 2a: per-expert proposals from what the expert's own demos do not cover ("compensate").
         counts = [cfg.budget // k + (e < cfg.budget % k) for e in range(k)]
         pools = [[d for j in range(k) if j != e for d in a["demos"][j]] + a["trimmed"] for e in range(k)]
@@ -469,60 +473,3 @@ def compile(trainset: Iterable[Any], valset: Iterable[Any], *, model: Any, budge
         >>> mop = compile(train, val, model=load_model("embedded"), budget=20, n_experts=5)
     """
     return MoP(model, embedder, scorer, budget=budget, **config).fit(trainset, valset)
-
-
-BASELINES = ("ape", "ape-random", "ape-kcen", "no-instruction")
-
-
-def fit_baseline(kind: str, trainset: Iterable[Any], valset: Iterable[Any], *, model: Any, budget: int = 20,
-                 scoring_calls: int | None = None, embedder: Any = None, scorer: Scorer | None = None,
-                 verbose: bool = False, **config: Any) -> MoPModel:
-    """A single-prompt baseline as a one-expert :class:`MoPModel`, at a matched call budget.
-
-    ``ape``: the best induced instruction, no demos; ``ape-random`` / ``ape-kcen``: the same search, with
-    ``floor(|D| / n_experts)`` random / k-centroid demos (as many as one MoP expert has);
-    ``no-instruction``: the bare ``Input: ... Output:`` prompt (no calls). The APE search makes ``budget``
-    proposals from 5-demo subsamples of the whole pool, scores each alone on ``num_samples`` items, then
-    re-scores the top ``n_inits`` + empty with the baseline's demos on as many eval items as
-    ``scoring_calls`` leaves (default: what a one-expert MoP would spend).
-
-    Example:
-        >>> ape = fit_baseline("ape", train, val, model=llm, budget=20, scoring_calls=mop.info["calls"]["scoring"])
-    """
-    if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
-    demos, val = _check(trainset, valset)
-    cfg = MoPConfig(**{"budget": budget, **config})
-    rng = np.random.default_rng(cfg.seed + 1)
-    emb_id = MINILM_ID if embedder is None else _default_embedder(embedder)[1]
-    n_demos = max(1, len(demos) // cfg.n_experts)
-    shown: list[Example] = []
-    if kind == "ape-random":
-        shown = [demos[i] for i in sorted(rng.choice(len(demos), size=min(n_demos, len(demos)), replace=False))]
-    elif kind == "ape-kcen":
-        from sklearn.cluster import KMeans
-
-        emb = embed(_default_embedder(embedder)[0], input_texts([x for x, _ in demos]))
-        km = KMeans(n_clusters=min(n_demos, len(demos)), random_state=cfg.seed, n_init="auto").fit(emb)
-        picks = [int(np.argmin(((emb - c) ** 2).sum(1))) for c in km.cluster_centers_]
-        shown = [demos[i] for i in dict.fromkeys(picks)]
-    eng = _Engine(model, scorer or exact_match, cfg)
-    info: dict[str, Any] = {"method": kind, "demos": len(shown)}
-    instruction = ""
-    if kind != "no-instruction":
-        candidates = eng.propose([demos], [cfg.budget], rng)
-        ns = min(cfg.num_samples, len(val))
-        order = rng.permutation(len(val))
-        shortlist = eng.rank_alone(candidates, [val[i] for i in order[:ns]])
-        left = (scoring_calls if scoring_calls is not None else (len(candidates) + len(shortlist)) * ns) \
-            - eng.calls["scoring"]
-        m = min(len(val), left // len(shortlist))
-        rescored = eng.score([(c, shown, [val[i] for i in order[:m]]) for c, _ in shortlist]) if m > 0 else []
-        best = int(np.argmax(rescored)) if rescored else 0
-        instruction = shortlist[best][0]
-        info.update(candidates=candidates, shortlist=[[c, s] for c, s in shortlist], rescored=rescored,
-                    rescore_items=max(m, 0))
-    info.update(calls=dict(eng.calls), validity=eng.validity.to_dict())
-    if verbose:
-        print(f"{kind}: {eng.calls['generation']} generation + {eng.calls['scoring']} scoring calls")
-    return MoPModel([Expert(instruction, shown, [])], emb_id, asdict(cfg), info, model, embedder)
