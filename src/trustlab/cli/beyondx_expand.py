@@ -1,0 +1,68 @@
+"""``trustlab expand-beyondx``: add one unknown to word problems with a strong model (BeyondX's expansion)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from trustlab.cli.common import load_from_options, model_options, seed_option
+
+
+def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers, e.g. 2,3") from None
+    if not levels or any(not 2 <= k <= 5 for k in levels):
+        raise click.BadParameter(f"levels are numbers of unknowns from 2 to 5, got {value!r}")
+    return levels
+
+
+@click.command("expand-beyondx")
+@model_options
+@seed_option
+@click.option("--data", type=click.Path(path_type=Path, exists=True), default=None,
+              help="folder of the official BeyondX JSON files, or a JSON list of items (default: problems from "
+                   "trustlab's offline generator)")
+@click.option("--levels", default="2,3,4", show_default=True, callback=_levels,
+              help="numbers of unknowns of the problems to expand (each gains one)")
+@click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True,
+              help="problems to expand per level (drawn with --seed)")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=768, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="JSON file for the new items (BeyondX format); the failures go to <out>.failures.json")
+def expand_beyondx(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int,
+                   data: Path | None, levels: tuple[int, ...], n: int, max_new_tokens: int, out: Path) -> None:
+    """Expand problems from n to n+1 unknowns with the model, fix up their constants with sympy, keep the
+    verified ones.
+
+    Items whose system has no unique solution, answers that do not follow the format and systems that stay
+    inconsistent or underdetermined after the fix-up are counted as failures, with their reasons.
+    """
+    from trustlab.bench.beyondx import load_beyondx
+    from trustlab.bench.beyondx_gen import expand_items, generate_problems
+    from trustlab.report.io import write_json
+
+    if data is None:
+        items = generate_problems(n, unknowns=levels, seed=seed)
+    else:
+        pool = load_beyondx(data, levels=levels)
+        rng = random.Random(seed)
+        items = []
+        for level in levels:
+            at_level = [it for it in pool if it.unknowns == level]
+            items += rng.sample(at_level, min(n, len(at_level)))
+    model = load_from_options(model_spec, model_name, attn_implementation)
+    click.echo(f"expanding {len(items)} problems with {model.name} (one batched call)")
+    new_items, failures = expand_items(model, items, seed=seed, max_new_tokens=max_new_tokens)
+    write_json(out, [it.to_dict() for it in new_items])
+    failures_path = out.with_name(out.stem + ".failures.json")
+    write_json(failures_path, {"model": model.describe(), "seed": seed, "levels": list(levels), "asked": len(items),
+                               "expanded": len(new_items), "failures": failures})
+    by_kind = Counter(f["kind"] for f in failures)
+    click.echo(f"expanded {len(new_items)} of {len(items)}; failures {len(failures)}"
+               + (" (" + ", ".join(f"{k} {c}" for k, c in sorted(by_kind.items())) + ")" if failures else ""))
+    click.echo(f"items: {out}\nfailures: {failures_path}")
