@@ -170,7 +170,8 @@ def test_the_prompt_format():
 @pytest.mark.parametrize("text, reason", [
     ("", "empty"), ("  \n\n", "empty"), ("..", "fragment"), ("Input: 3 Output: 6", "echoes the prompt format"),
     ("apple", "echoes the demos"), ("Input: apple", "echoes the prompt format"),
-    ("3 6 5 10 and so on", "echoes the demos"), ("It maps 5 10 apple elppa", "echoes the demos"),
+    ("3 6 5 10 and so on", "echoes the demos"), ("turn each input below into the output next to it.",
+                                                 "echoes the prompt format"), ("It maps 5 10 apple elppa", "echoes the demos"),
 ])
 def test_proposals_that_are_not_instructions_are_invalid(text, reason):
     demos = [("3", "6"), ("5", "10"), ("apple", "elppa")]
@@ -276,6 +277,30 @@ def test_mixed_task_answers_follow_the_rules():
         else:
             nums = [float(v) for v in e["output"].split(", ")]
             assert nums == sorted(float(v) for v in e["input"].split(", "))
+
+
+def test_a_jsonl_task_is_shuffled_and_split(tmp_path):
+    import json
+
+    from trustlab.errors import DataFileError
+    from trustlab.prompting.mop_tasks import load_task
+
+    path = tmp_path / "task.jsonl"
+    rows = [{"input": str(n), "output": str(2 * n)} for n in range(20)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))  # no final newline: the last row still counts
+    task = load_task(path, n_pool=100, n_eval=100, n_test=100, seed=3)
+    assert (len(task.train), len(task.val), len(task.test)) == (8, 8, 4) and task.name == "task"
+    assert sorted(e["input"] for e in task.train + task.val + task.test) == sorted(r["input"] for r in rows)
+    assert load_task("sum-wordrev", n_pool=4, n_eval=2, n_test=2).name == "sum-wordrev"
+    path.write_text('{"input": "1", "output": "2"}\nnot json\n')
+    with pytest.raises(DataFileError, match="line 2"):
+        load_task(path)
+    path.write_text('{"input": "1", "output": "2"}\n{"input": "1"}\n[1, 2]\n')
+    with pytest.raises(M.ExamplesError, match=r"\[1\]"):
+        load_task(path)
+    path.write_text('{"input": "1", "output": "2"}\n["3", "6"]\n')
+    with pytest.raises(EmptyInputError, match="at least 3"):
+        load_task(path)
 
 
 @pytest.mark.slow

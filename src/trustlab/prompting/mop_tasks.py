@@ -10,18 +10,22 @@ case, spacing around commas, outer quotes and a final period do not count).
 Example:
     >>> task = make_task("arith-count-sort", n_pool=100, n_eval=100, n_test=100, seed=0)
     >>> task.train[0]
-    {'input': '"h" in "then the hat"', 'output': '3', 'source': 'letter_counting'}
+    {'input': '10 - 5', 'output': '5', 'source': 'basic_arithmetic'}
+    >>> task.train[2]
+    {'input': '"m" in "Union Thanks to the same"', 'output': '1', 'source': 'letter_counting'}
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trustlab.errors import require
+from trustlab.errors import DataFileError, EmptyInputError, require
 from trustlab.prompting.mop import exact_match
 
 Converter = Callable[[dict[str, Any]], tuple[str, str]]
@@ -134,3 +138,40 @@ def make_task(name: str, *, n_pool: int = 100, n_eval: int = 100, n_test: int = 
     rng = np.random.default_rng(seed)
     items = [items[i] for i in rng.permutation(len(items))][:total]
     return MixedTask(name, items[:n_pool], items[n_pool:n_pool + n_eval], items[n_pool + n_eval:total])
+
+
+def load_task(source: str | Path, *, n_pool: int = 100, n_eval: int = 100, n_test: int = 100,
+              seed: int = 0) -> MixedTask:
+    """A mixed task by name (:data:`TASKS`), or a JSONL file of ``{"input", "output"}`` rows shuffled (by
+    ``seed``) and split into pool, eval and test (at most the sizes given; a short file fills the pool
+    first, then eval, then test).
+
+    Raises:
+        EmptyInputError: a file with fewer than three rows (one per split at least).
+        DataFileError: a line that is not JSON.
+        ExamplesError: a row without non-empty ``input`` and ``output`` strings.
+
+    Example:
+        >>> load_task("my_task.jsonl", n_pool=50, n_eval=50, n_test=50).train[0]
+    """
+    if str(source) in TASKS:
+        return make_task(str(source), n_pool=n_pool, n_eval=n_eval, n_test=n_test, seed=seed)
+    from trustlab.prompting.mop import as_examples
+
+    rows = []
+    for i, line in enumerate(Path(source).read_text(encoding="utf-8").splitlines()):
+        try:
+            rows += [json.loads(line)] if line.strip() else []
+        except json.JSONDecodeError:
+            raise DataFileError(f"{source}: line {i + 1} is not valid JSON") from None
+    pairs = as_examples(rows, str(source), at_least=3)
+    items = [{"input": x, "output": y, "source": str(r.get("source", "file")) if isinstance(r, dict) else "file"}
+             for (x, y), r in zip(pairs, rows, strict=True)]
+    items = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
+    n_test = min(n_test, max(1, len(items) // 5))
+    n_eval = min(n_eval, max(1, (len(items) - n_test) // 2))
+    n_pool = min(n_pool, len(items) - n_test - n_eval)
+    if n_pool < 2:
+        raise EmptyInputError(f"{source} has {len(items)} rows: too few for a pool of 2, an eval and a test split")
+    return MixedTask(Path(source).stem, items[:n_pool], items[n_pool:n_pool + n_eval],
+                     items[n_pool + n_eval:n_pool + n_eval + n_test])

@@ -161,7 +161,7 @@ def _plot(run: RunFolder, rows: list[dict[str, Any]], details: dict[str, Any], m
     for j, arm in enumerate(ARMS):
         acc = [np.mean([r["accuracy"] for r in rows if r["task"] == t and r["method"] == arm]) for t in tasks]
         ax.bar(np.arange(len(tasks)) + (j - (len(ARMS) - 1) / 2) * width, acc, width, label=arm,
-               color="C3" if arm == "mop" else f"C{j - 1}")
+               color=("C3", "C0", "C1", "C2", "C7")[j])
     ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
     ax.set_ylabel("test accuracy (mean over seeds)")
     ax.set_ylim(0, 1)
