@@ -35,7 +35,7 @@ from typing import Any
 from trustlab.errors import EmptyInputError, ParseError
 from trustlab.prompting.answers import extract_numbers
 from trustlab.prompting.equations import parse_equations
-from trustlab.prompting.solver import DEFAULT_TIMEOUT, SolveResult, Solver
+from trustlab.prompting.solver import DEFAULT_TIMEOUT, Solver, SolveResult
 
 INSTRUCTION = (
     "Translate the math word problem into a system of equations. Work carefully and formally, in five steps:\n"
@@ -58,8 +58,10 @@ ANSWER_DIRECT = (
 
 _STEP5 = re.compile(r"(?im)^[\s*#>]*(?:step\s*)?5\s*[-.):](?!\d)")
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]\s+|\d+\s*[.)]\s+|\(\d+\)\s*|(?:equation|eq)\s*\d*\s*[:.)]\s*)", re.I)
-_LATEX = [(re.compile(r"\\(?:times|cdot)"), "*"), (re.compile(r"\\[()\[\]]"), " "), (re.compile(r"\\[,;! ]"), " "),
+_LATEX = [(re.compile(r"\\\\\s*$"), ""), (re.compile(r"_\{\s*(?:\\text\{)?(\w+)\}?\s*\}"), r"_\1"),
+          (re.compile(r"\\(?:times|cdot)"), "*"), (re.compile(r"\\[()\[\]]"), " "), (re.compile(r"\\[,;! ]"), " "),
           (re.compile(r"\\text\{[^{}]*\}"), " "), (re.compile(r"\\left|\\right"), "")]
+_INLINE = re.compile(r"\\\((.*?)\\\)|\$([^$]+)\$")
 _FRAC = re.compile(r"\\d?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _RATIO = re.compile(r"^\s*([A-Za-z]\w*)\s*:\s*([A-Za-z]\w*)\s*=\s*([\d.]+)\s*:\s*([\d.]+)\s*$")
 _INEQUALITY = re.compile(r"<|>|\u2264|\u2265|\u2260|!=")
@@ -156,7 +158,7 @@ def parse_system(text: str) -> ParsedSystem:
         block = text
         out.warnings.append("no step-5 marker: read equations from the whole answer")
     seen: set[str] = set()
-    for raw in block.splitlines():
+    for raw in _candidates(block):
         line = _clean(raw)
         if not line or not re.search(r"[A-Za-z]", line):
             continue
@@ -180,6 +182,17 @@ def parse_system(text: str) -> ParsedSystem:
                 out.equations.append(e)
                 out.lines.append(line)
     out.symbols = sorted({s for e in out.equations for s in e.free_symbols}, key=lambda s: s.name)
+    return out
+
+
+def _candidates(block: str) -> list[str]:
+    """The block's lines; a line of prose with inline maths (``\\( ... \\)`` or ``$ ... $``) gives its
+    inline pieces that hold an ``=`` instead."""
+    out: list[str] = []
+    for line in block.splitlines():
+        pieces = [a or b for a, b in _INLINE.findall(line)]
+        math = [p for p in pieces if "=" in p]
+        out += math if math and _INLINE.sub("", line).strip(" .,:;-*") else [line]
     return out
 
 
@@ -269,6 +282,7 @@ class FormulateAndSolve:
             rows.append({"problem": problem, "formulation": text, "equations": system["equations"],
                          "warnings": system["warnings"], "solve": result.to_dict(), "answer_text": None,
                          "numbers": list(result.values.values()) if result.solved else [],
+                         "solution_numbers": list(result.values.values()) if result.solved else [],
                          "valid": result.solved})
         if self.answer == "llm":
             prompts = [[{"role": "user", "content": (ANSWER_GIVEN_SOLUTION if res.solved else ANSWER_DIRECT).format(
