@@ -30,7 +30,7 @@ def load_items(data: str | None, levels: tuple[int, ...], *, n_per_level: int, d
     if data == "generated":
         from trustlab.bench.beyondx_gen import generate_problems
 
-        items = generate_problems((n_per_level + dev_per_level) * len(levels), unknowns=levels, seed=seed)
+        items = generate_problems(n_per_level + dev_per_level, unknowns=levels, seed=seed)  # per level
         source = f"generated (trustlab.bench.beyondx_gen, seed {seed})"
     else:
         items = load_beyondx(data, levels=levels)
