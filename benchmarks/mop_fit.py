@@ -9,9 +9,9 @@ changes float rounding in batched decoding (``details.same_instructions``). Runs
 ``--repeats`` is reported, with the load average. Target (issue 10): >= 3x, i.e. ratio <= 1/3. Measured on
 the shared 2-core CPU (SmolLM2, OMP_NUM_THREADS=1, load ~3): 32.9 s vs 110.5 s, 3.4x, 92 calls each.
 
-DSPy (MIPROv2 "light", KNNFewShot) is not in this run: it is not a trustlab dependency, needs a served
-model (llama.cpp's OpenAI-compatible server), and formats its prompts with structured fields that a
-135M model rarely follows; the spec's LLM-call comparison with it is left for a larger model.
+DSPy (MIPROv2 "light", KNNFewShot) is not in this run (not tried yet): it is not a trustlab dependency
+(``pip install dspy`` from PyPI works, ~2 min, adding litellm and ~30 packages) and needs a served model
+(llama.cpp's OpenAI-compatible server on loopback); the spec's LLM-call comparison with it is still to do.
 
 Usage: ``python benchmarks/mop_fit.py [--model embedded] [--task reverse-numsort] [--repeats 1]
 [--out results/benchmarks/mop_fit.json]``
