@@ -31,7 +31,7 @@ from trustlab.errors import EmptyInputError, ParseError
 from trustlab.prompting.answers import extract_numbers
 from trustlab.prompting.formulate_solve import Demo, FormulateAndSolve
 from trustlab.prompting.solver import DEFAULT_TIMEOUT, Solver
-from trustlab.validity import copies_example, is_fragment
+from trustlab.validity import echoes_source, is_fragment
 
 STRATEGIES = ("fs", "fs-solution", "cot", "fewshot-cot", "declarative", "pot")
 COT_SUFFIX = ("\n\nLet's think step by step. At the end, give the final answer in \\boxed{} on one line, numbers "
@@ -60,16 +60,34 @@ POT_INSTRUCTION = (
     "final answer numbers in a list named ans, in the order the question asks for them. Reply with the program "
     "in one ```python block.")
 _EQ = re.compile(r"\[\[\s*eq\s+(.*?)\]\]", re.S | re.I)
+_VAR = re.compile(r"\[\[\s*var\s+([A-Za-z]\w*)\s*\]\]", re.I)
 _ANSWER = re.compile(r"\[\[\s*answer\s+([A-Za-z]\w*)\s*\]\]", re.I)
 
 
-def _own(text: str, examples: Sequence[str]) -> str | None:
+_NUM = re.compile(r"\d+(?:\.\d+)?")
+
+
+def copies_demo(text: str, problem: str, demos: Sequence[Demo]) -> bool:
+    """Whether ``text`` reworks a demo instead of ``problem``: it repeats an 8-word run of a demo's worked
+    answer that is not in the problem, and uses at least 3 (or all, if fewer) of the demo's own numbers, those
+    that do not occur in the problem."""
+    mine = set(_NUM.findall(problem))
+    used = set(_NUM.findall(text))
+    for d in demos:
+        own = set(_NUM.findall(d.problem + " " + d.formulation)) - mine
+        need = min(3, len(own))
+        if need and len(own & used) >= need and echoes_source(text, d.formulation, 8, unless_in=problem):
+            return True
+    return False
+
+
+def _own(text: str, problem: str = "", demos: Sequence[Demo] = ()) -> str | None:
     """Why a model output is not its own data (None when it is)."""
     if not text or not text.strip():
         return "empty"
     if is_fragment(text):
         return "fragment"
-    if examples and copies_example(text, examples):
+    if demos and copies_demo(text, problem, demos):
         return "copies a demo"
     return None
 
@@ -144,9 +162,8 @@ class ChainOfThought(_Base):
         for i, text in zip(again, follow, strict=True):
             rows[i]["answer_text"] = text
             rows[i]["numbers"] = extract_numbers(text, boxed_only=True) or extract_numbers(text)
-        demos = [d.formulation for d in self.demos]
         for r in rows:
-            r["invalid_reason"] = _own(r["text"], demos) or (None if r["numbers"] else "no answer")
+            r["invalid_reason"] = _own(r["text"], r["problem"], self.demos) or (None if r["numbers"] else "no answer")
             r["valid"] = r["invalid_reason"] is None
         return rows
 
@@ -174,7 +191,7 @@ class FormulateSolveStrategy(_Base):
         for r in rows:
             copied = r["equations"] and frozenset(r["equations"]) in demo_systems
             r["text"] = r.pop("formulation")
-            r["invalid_reason"] = ("copies a demo" if copied else _own(r["text"], [])
+            r["invalid_reason"] = ("copies a demo" if copied else _own(r["text"])
                                    or (None if r["valid"] else
                                        ("no answer" if r["solve"]["status"] == "solved" else
                                         f"system {r['solve']['status']}")))
@@ -226,10 +243,15 @@ class Declarative(_Base):
             if result is not None and result.solved:
                 wanted = [n for n in _ANSWER.findall(text) if n in result.values]
                 row["numbers"] = [result.values[n] for n in wanted] or list(result.values.values())
-            reason = _own(text, [d.formulation for d in DECLARATIVE_DEMOS])
+            declared = set(_VAR.findall(text))
+            names = set(re.findall(r"[A-Za-z]\w*", " ".join(eqs)))
+            if declared and not names <= declared and result is not None:
+                row["numbers"], row["undeclared"] = [], sorted(names - declared)[:5]
+            reason = _own(text, p, DECLARATIVE_DEMOS)
             row["invalid_reason"] = reason or (None if row["numbers"] else
                                                "no [[eq]] lines" if not eqs else
                                                "equations do not parse" if "parse_error" in row else
+                                               "undeclared names in [[eq]]" if "undeclared" in row else
                                                f"system {result.status}")
             row["valid"] = row["invalid_reason"] is None
             rows.append(row)
@@ -260,8 +282,8 @@ class ProgramOfThought(_Base):
             error = "no program" if result is None else result.error
             numbers = [] if result is None else list(result.numbers)
             rows.append({"problem": p, "text": text, "numbers": numbers, "error": error,
-                         "invalid_reason": _own(text, []) or (None if numbers else (error or "no answer")),
-                         "valid": bool(numbers) and _own(text, []) is None})
+                         "invalid_reason": _own(text) or (None if numbers else (error or "no answer")),
+                         "valid": bool(numbers) and _own(text) is None})
         return rows
 
 
