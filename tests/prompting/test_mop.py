@@ -212,6 +212,16 @@ def test_identical_inputs_give_one_expert():
     assert k == 1 and labels.tolist() == [0] * 5 and scores == {}
 
 
+def test_kauto_without_scikit_learn_names_the_install(monkeypatch):
+    import sys
+
+    from trustlab.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "sklearn.cluster", None)
+    with pytest.raises(MissingExtraError, match="scikit-learn"):
+        M.kauto(np.eye(4), 3)
+
+
 def test_exact_match_normalises_case_spacing_and_final_period():
     assert M.exact_match(" Apple,pear , fig. ", "apple, pear, fig") == 1.0
     assert M.exact_match('"14"', "14") == 1.0 and M.exact_match("14", "-14") == 0.0

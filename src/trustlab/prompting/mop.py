@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from trustlab.errors import EmptyInputError, TrustlabError
+from trustlab.errors import EmptyInputError, TrustlabError, require
 from trustlab.validity import ValidityCounter, copies_example, echoes_source, is_fragment
 
 Example = tuple[str, str]
@@ -185,7 +185,7 @@ def kauto(emb: np.ndarray, n_max: int, k_penalty: float = 0.02, seed: int = 0) -
     Returns:
         ``(k*, labels (N,), centroids (k*, d), {k: score})``; k* = 1 when fewer than two inputs differ.
     """
-    from sklearn.cluster import KMeans
+    KMeans = require("sklearn.cluster", "vision", pip='pip install "scikit-learn>=1.3"').KMeans
 
     total = float(((emb - emb.mean(0)) ** 2).sum())  # inertia at k = 1
     distinct = len(np.unique(emb.round(8), axis=0))

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from trustlab.errors import require
 from trustlab.prompting.mop import (
     MINILM_ID,
     Engine,
@@ -75,8 +76,7 @@ def baseline_demos(kind: str, demos: list[tuple[str, str]], n_demos: int, embedd
         rng = np.random.default_rng(seed + 3)
         return [demos[i] for i in sorted(rng.choice(len(demos), size=n_demos, replace=False))]
     if kind == "ape-kcen":
-        from sklearn.cluster import KMeans
-
+        KMeans = require("sklearn.cluster", "vision", pip='pip install "scikit-learn>=1.3"').KMeans
         emb = embed(embedder, input_texts([x for x, _ in demos]))  # (N, d)
         km = KMeans(n_clusters=n_demos, random_state=seed, n_init="auto").fit(emb)
         picks = [int(np.argmin(((emb - c) ** 2).sum(1))) for c in km.cluster_centers_]

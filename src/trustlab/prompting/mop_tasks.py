@@ -120,7 +120,7 @@ def make_task(name: str, *, n_pool: int = 100, n_eval: int = 100, n_test: int = 
     """
     if name not in TASKS:
         raise KeyError(f"unknown mixed task {name!r}; choose one of {', '.join(TASKS)}")
-    rg = require("reasoning_gym", "test", pip="pip install reasoning-gym==0.1.25")
+    rg = require("reasoning_gym", "llm")
     comps = TASKS[name]
     total = n_pool + n_eval + n_test
     per = -(-total // len(comps))  # ceil: every component gets the same share
