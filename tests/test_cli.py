@@ -92,7 +92,7 @@ def test_generate_requires_a_prompt():
     (["generate", "hi", "--temperature", "-1"], "Invalid value for '--temperature': -1.0 is not in the range x>=0.0."),
     (["generate", "hi", "--max-new-tokens", "0"], "Invalid value for '--max-new-tokens'"),
     (["audit", "--section", "foo"],
-     "Invalid value for '--section': unknown audit section 'foo'; choose one of: context, uncertainty, jailbreak"),
+     "Invalid value for '--section': unknown audit section 'foo'; choose one of: context, reasoning, uncertainty, jailbreak"),
     (["reproduce", "no-such-method"], "unknown method 'no-such-method'; choose one of: lora-rite"),
     (["uncertainty", "q", "--samples", "0"], "Invalid value for '--samples'"),
     (["uncertainty", "q", "--temperature", "0"], "Invalid value for '--temperature'"),
@@ -155,6 +155,12 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
                                  "--no-smoothllm"], None),
         ("uncertainty",): (["Who founded Apple?", *m, "--samples", "2", "--max-new-tokens", "3"], None),
         ("finetune",): ([str(data), *m, "--steps", "1", "--batch-size", "1", "--rank", "2", "--alpha", "4"], None),
+        ("eval", "beyondx"): ([*m, "--data", "generated", "--levels", "2", "--n-per-level", "1", "--dev-per-level", "0",
+                               "--demo-trials", "0", "--max-new-tokens", "16", "--strategy", "cot"], None),
+        ("mop",): (["arith-count-sort", *m, "--budget", "1", "--experts", "2", "--num-samples", "1", "--pool", "4",
+                    "--eval", "2", "--test", "2"], None),
+        # the expansion prompt is longer than the tiny model's 512 positions: the embedded SmolLM2 instead
+        ("expand-beyondx",): (["--model", "embedded", "--levels", "2", "--n", "1", "--max-new-tokens", "8"], None),
     }
 
 

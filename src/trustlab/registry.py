@@ -21,7 +21,7 @@ Example:
     >>> get_method("clue").section
     'uncertainty'
     >>> [m.id for m in all_methods() if m.reproduce]
-    ['lora-rite', 'context-awareness', 'clue', 'backtranslation', 'formulate-and-solve']
+    ['lora-rite', 'context-awareness', 'formulate-and-solve', 'mixture-of-prompts', 'clue', 'backtranslation']
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "trustlab.uncertainty.method",
     "trustlab.safety.method",
     "trustlab.prompting.method",
+    "trustlab.prompting.mop_method",
 )
 
 
@@ -101,7 +102,6 @@ def _planned(id: str, title: str, area: str, spec: str) -> MethodRecord:
 PLANNED: tuple[MethodRecord, ...] = (
     _planned("lfr", "Learn-Focus-Review data schedule", "train", "lfr.md"),
     _planned("mix-cd", "mix-cd: rehearse damaged samples", "train", "mix-cd.md"),
-    _planned("mixture-of-prompts", "Mixture-of-Prompts", "steer", "mixture-of-prompts.md"),
     _planned("lsp", "LLM-based Symbolic Programs + IL-Bench", "steer", "lsp-ilbench.md"),
     _planned("concept-gradient", "Concept Gradient", "explain", "concept-gradient.md"),
     _planned("diffusion-tracin", "Diffusion-TracIn / ReTrac attribution", "explain", "diffusion-tracin-retrac.md"),

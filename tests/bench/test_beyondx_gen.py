@@ -153,22 +153,26 @@ def test_expand_items_makes_one_batched_call_and_counts_failures():
 def test_the_command_on_the_embedded_model_writes_valid_files_and_counts_failures(tmp_path):
     from trustlab.cli.beyondx_expand import expand_beyondx
 
-    out = tmp_path / "expanded.json"
+    out = tmp_path / "run"
     res = CliRunner().invoke(expand_beyondx, ["--model", "embedded", "--levels", "2,3", "--n", "1",
                                               "--max-new-tokens", "24", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    items = json.loads(out.read_text())
-    report = json.loads((tmp_path / "expanded.failures.json").read_text())
-    assert report["asked"] == 2 and report["expanded"] == len(items) == 2 - len(report["failures"])
-    assert all(f["kind"] in gen.FAILURE_KINDS and f["output"] for f in report["failures"])
+    items = json.loads((out / "expanded.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    failures = [r for r in rows if not r["expanded"]]
+    assert results["asked"] == len(rows) == 2 and results["expanded"] == len(items) == 2 - len(failures)
+    assert all(f["kind"] in gen.FAILURE_KINDS and f["output"] for f in failures)
+    assert sum(results["failures_by_kind"].values()) == len(failures)
     assert all(set(it) >= {"id", "problem", "system_of_equations", "ans", "source"} for it in items)
-    assert f"expanded {len(items)} of 2; failures {len(report['failures'])}" in res.output
+    assert f"expanded {len(items)} of 2; failures {len(failures)}" in res.output
+    assert (out / "report.html").exists()
 
 
 def test_the_command_refuses_bad_levels(tmp_path):
     from trustlab.cli.beyondx_expand import expand_beyondx
 
-    res = CliRunner().invoke(expand_beyondx, ["--levels", "1,x", "--out", str(tmp_path / "o.json")])
+    res = CliRunner().invoke(expand_beyondx, ["--levels", "1,x", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "comma-separated" in res.output
 
 

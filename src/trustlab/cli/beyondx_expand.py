@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from trustlab.cli.common import load_from_options, model_options, seed_option
+from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
 
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -32,8 +32,7 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True,
               help="problems to expand per level (drawn with --seed)")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=768, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="JSON file for the new items (BeyondX format); the failures go to <out>.failures.json")
+@out_option("runs/expand-beyondx")
 def expand_beyondx(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int,
                    data: Path | None, levels: tuple[int, ...], n: int, max_new_tokens: int, out: Path) -> None:
     """Expand problems from n to n+1 unknowns with the model, fix up their constants with sympy, keep the
@@ -41,6 +40,9 @@ def expand_beyondx(model_spec: str, model_name: str | None, attn_implementation:
 
     Items whose system has no unique solution, answers that do not follow the format and systems that stay
     inconsistent or underdetermined after the fix-up are counted as failures, with their reasons.
+
+    Writes the run folder OUT: expanded.json (the new items, BeyondX format, loadable with --data), one row per
+    problem in samples.jsonl (expanded, or the failure's kind and reason); a rerun starts over.
     """
     from trustlab.bench.beyondx import load_beyondx
     from trustlab.bench.beyondx_gen import expand_items, generate_problems
@@ -58,11 +60,24 @@ def expand_beyondx(model_spec: str, model_name: str | None, attn_implementation:
     model = load_from_options(model_spec, model_name, attn_implementation)
     click.echo(f"expanding {len(items)} problems with {model.name} (one batched call)")
     new_items, failures = expand_items(model, items, seed=seed, max_new_tokens=max_new_tokens)
-    write_json(out, [it.to_dict() for it in new_items])
-    failures_path = out.with_name(out.stem + ".failures.json")
-    write_json(failures_path, {"model": model.describe(), "seed": seed, "levels": list(levels), "asked": len(items),
-                               "expanded": len(new_items), "failures": failures})
+    from trustlab.report import RunFolder, Section
+
+    run = RunFolder(out, {"command": "expand-beyondx", "model": model.describe(), "seed": seed, "levels": list(levels),
+                          "n": n, "data": str(data) if data else "generated", "max_new_tokens": max_new_tokens},
+                    fresh=True)
+    write_json(run.path / "expanded.json", [it.to_dict() for it in new_items])
+    failed = {f["id"]: f for f in failures}
+    for it in items:
+        f = failed.get(it.id)
+        run.add_sample({"id": it.id, "unknowns": it.unknowns, "expanded": f is None,
+                        **({"kind": f["kind"], "reason": f["reason"][:300], "output": f["output"][:400]} if f else {})})
     by_kind = Counter(f["kind"] for f in failures)
+    run.write_results({"asked": len(items), "expanded": len(new_items), "failures_by_kind": dict(by_kind)})
+    text = (f"{len(new_items)} of {len(items)} problems gained one unknown and passed the sympy fix-up and the "
+            "unique-solution check; the others failed as counted below (samples.jsonl has each reason).")
+    report = run.write_report(f"trustlab expand-beyondx: {model.name}", [Section(
+        "Progressive expansion", text, [{"failure kind": k, "count": c} for k, c in sorted(by_kind.items())])])
     click.echo(f"expanded {len(new_items)} of {len(items)}; failures {len(failures)}"
                + (" (" + ", ".join(f"{k} {c}" for k, c in sorted(by_kind.items())) + ")" if failures else ""))
-    click.echo(f"items: {out}\nfailures: {failures_path}")
+    click.echo(f"items: {run.path / 'expanded.json'}")
+    click.echo(f"report: {report}")

@@ -1,5 +1,5 @@
-"""The records of the prompting methods for the registry: Formulate-and-Solve (with ``trustlab eval beyondx``
-and the audit section "reasoning") and Mixture-of-Prompts."""
+"""The Formulate-and-Solve record for the registry: reproduction, audit section "reasoning", ``trustlab eval
+beyondx`` and ``trustlab expand-beyondx``."""
 
 from trustlab.registry import register_method
 
