@@ -17,7 +17,7 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, 
     from trustlab.prompting.beyondx_run import beyondx_sections, run_beyondx
     from trustlab.prompting.evaluate import plot_by_unknowns
 
-    n, tokens = (1, 64) if quick else (2, 192)
+    n, tokens = (1, 48) if quick else (2, 128)
     summary = run_beyondx(model, run.path / "reasoning", strategies=["fs", "cot"], data="generated",
                           levels=(2, 3, 4, 5), n_per_level=n, dev_per_level=0, demo_trials=0, max_new_tokens=tokens,
                           seed=seed, report=False)

@@ -65,6 +65,8 @@ _INLINE = re.compile(r"\\\((.*?)\\\)|\$([^$]+)\$")
 _FRAC = re.compile(r"\\d?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _RATIO = re.compile(r"^\s*([A-Za-z]\w*)\s*:\s*([A-Za-z]\w*)\s*=\s*([\d.]+)\s*:\s*([\d.]+)\s*$")
 _INEQUALITY = re.compile(r"<|>|\u2264|\u2265|\u2260|!=")
+MAX_TEXT = 20_000  # characters of a formulation read (its tail: the system comes last)
+MAX_LINE = 400  # characters of one candidate line: an equation is shorter, and longer prose is skipped unparsed
 _SHORT_NAME = re.compile(r"^[A-Za-z](?:_?\d{1,2})?$")
 _TRIM_AT = re.compile(r"\s+(?:where|if|so|since|because|for|#|--|\u2014)\s.*$|\s*\((?=[^)]*[A-Za-z]{3}).*$", re.I)
 
@@ -151,6 +153,9 @@ def parse_system(text: str) -> ParsedSystem:
     if not isinstance(text, str) or not text.strip():
         out.warnings.append("empty formulation")
         return out
+    if len(text) > MAX_TEXT:
+        out.warnings.append(f"formulation longer than {MAX_TEXT} characters: read its last {MAX_TEXT}")
+        text = text[-MAX_TEXT:]
     marks = list(_STEP5.finditer(text))
     if marks:
         block = text[marks[-1].end():]
@@ -159,6 +164,10 @@ def parse_system(text: str) -> ParsedSystem:
         out.warnings.append("no step-5 marker: read equations from the whole answer")
     seen: set[str] = set()
     for raw in _candidates(block):
+        if len(raw) > MAX_LINE:
+            if "=" in raw:
+                out.warnings.append(f"skipped a line of {len(raw)} characters (> {MAX_LINE})")
+            continue
         line = _clean(raw)
         if not line or not re.search(r"[A-Za-z]", line):
             continue

@@ -57,8 +57,8 @@ DECLARATIVE_DEMOS = (
 )
 POT_INSTRUCTION = (
     "Write a short Python program that solves the problem. You may use sympy (symbols, Eq, solve). Store the "
-    "final answer numbers in a list named ans, in the order the question asks for them. Reply with the program "
-    "in one ```python block.")
+    "final answer numbers in a list named ans, in the order the question asks for them. Write plain statements: "
+    "no function definitions, no while loops. Reply with the program in one ```python block.")
 _EQ = re.compile(r"\[\[\s*eq\s+(.*?)\]\]", re.S | re.I)
 _VAR = re.compile(r"\[\[\s*var\s+([A-Za-z]\w*)\s*\]\]", re.I)
 _ANSWER = re.compile(r"\[\[\s*answer\s+([A-Za-z]\w*)\s*\]\]", re.I)
