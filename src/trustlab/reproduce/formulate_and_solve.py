@@ -147,7 +147,7 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, model: Any = None) -> 
 
     data = default_data_dir()
     gold = gold_check(data)
-    roles = load_roles({"model": model}, hf_options={"attn_implementation": "sdpa"})
+    roles = load_roles({"model": model}, hf_options={"attn_implementation": "sdpa", "batch_size": 16})
     names, described = role_setup(roles)
     target = roles["model"]
     n, dev, trials, tokens = (2, 1, 1, 96) if quick else (30, 10, 3, 384)
