@@ -13,15 +13,18 @@ from typing import Any
 from trustlab.bench.beyondx import LEVELS, BeyondXItem, load_beyondx, split_dev_test
 from trustlab.report import RunFolder, Section, write_json
 
-DEMO_LEVELS = (3, 4, 5)  # one demo problem per level, as the official BeyondX demos span 3 to 5 unknowns
+# One demo problem per level, each from another scenario (as the official BeyondX demos: pizzas, tickets,
+# investments ...): (scenario index of the generator, number of unknowns).
+DEMOS = ((1, 3), (3, 4), (0, 5))  # pizzas with 3 unknowns, investments with 4, tickets with 5
 DEMO_SEED = 1234
 
 
-def demo_problems(levels: tuple[int, ...] = DEMO_LEVELS, seed: int = DEMO_SEED) -> list[str]:
-    """Fixed demo problems of ours (generated, verified), one per number of unknowns."""
+def demo_problems(seed: int = DEMO_SEED) -> list[str]:
+    """Fixed demo problems of ours (generated and verified, never BeyondX items), one per level, each from
+    another scenario."""
     from trustlab.bench.beyondx_gen import generate_problems
 
-    return [generate_problems(1, unknowns=(k,), seed=seed + k)[0].problem for k in levels]
+    return [generate_problems(k + 1, unknowns=(level,), seed=seed)[k].problem for k, level in DEMOS]
 
 
 def load_items(data: str | None, levels: tuple[int, ...], *, n_per_level: int, dev_per_level: int,
