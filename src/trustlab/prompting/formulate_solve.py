@@ -338,9 +338,12 @@ class FormulateAndSolve:
         return {"trials": trials, "best": best}
 
     def _batched_trials(self, prompts: list[Any], temperature: float, seed: int) -> list[str]:
+        """Trial 0 greedy; trial i > 0 sampled with seed ``seed + i``, one call each: a server given one seed for
+        a batch of equal prompts (every trial's first demo) would return the same text for all of them."""
         texts = self._generate(prompts[:1], self.max_new_tokens)
-        if len(prompts) > 1:
-            texts += self._generate(prompts[1:], self.max_new_tokens, temperature=temperature, top_p=0.95, seed=seed)
+        for i, prompt in enumerate(prompts[1:], start=1):
+            texts += self._generate([prompt], self.max_new_tokens, temperature=temperature, top_p=0.95,
+                                    seed=seed + i)
         return texts
 
 
