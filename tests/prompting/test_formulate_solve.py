@@ -355,3 +355,16 @@ def test_claim_rules():
                                     {"3": (20, 30), "4": (12, 30), "5": (10, 30)}))
     assert narrower[1].verdict == "not reproduced"  # 10/30 vs 9/30: no drop shown
     assert narrower[2].verdict == "not reproduced"  # the gap shrinks from 3 to 5 unknowns
+
+
+def test_the_audit_section_runs_on_generated_problems(smollm, tmp_path):
+    from trustlab.audit import run_audit
+
+    run_audit(smollm, tmp_path, sections=["reasoning"], quick=True)
+    results = json.loads((tmp_path / "reasoning" / "results.json").read_text())
+    assert set(results["strategies"]) == {"fs", "cot"}
+    assert {s: set(r["by_unknowns"]) for s, r in results["strategies"].items()} == {
+        "fs": {"2", "3", "4", "5"}, "cot": {"2", "3", "4", "5"}}
+    assert "generated" in results["setup"]["data"] and results["setup"]["demo_trials"] == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "Reasoning with several unknowns" in html and "zero-shot (no demos)" in html
