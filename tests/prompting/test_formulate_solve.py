@@ -368,3 +368,26 @@ def test_the_audit_section_runs_on_generated_problems(smollm, tmp_path):
     assert "generated" in results["setup"]["data"] and results["setup"]["demo_trials"] == 0
     html = (tmp_path / "report.html").read_text()
     assert "Reasoning with several unknowns" in html and "zero-shot (no demos)" in html
+
+
+def test_an_interrupted_demo_selection_resumes_from_its_checkpoint(tmp_path):
+    from trustlab.prompting.beyondx_run import run_beyondx
+
+    model = TemperatureScript(lambda p: "")
+    kw = dict(strategies=["fs-solution"], data="generated", levels=(2,), n_per_level=1, dev_per_level=2,
+              demo_trials=2, max_new_tokens=16, report=False)
+    first = run_beyondx(model, tmp_path, **kw)
+    demos = json.loads((tmp_path / "demos.json").read_text())["fs-solution"]
+    assert len(demos["trials"]) == 2 and demos["best"] in (0, 1)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert sorted({r["strategy"] for r in rows}) == ["fs-solution", "fs-solution-dev0", "fs-solution-dev1"]
+    # interrupted after the demo sets were written and one trial's dev rows: nothing of it is asked again
+    saved = {"fs-solution": {"dev_items": demos["dev_items"], "trial_demos": [t["demos"] for t in demos["trials"]]}}
+    (tmp_path / "demos.json").write_text(json.dumps(saved))
+    keep = [r for r in rows if r["strategy"] == "fs-solution-dev0"]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
+    again = TemperatureScript(lambda p: "")
+    second = run_beyondx(again, tmp_path, **kw)
+    asked = sum(len(call) for call in again.asked)
+    assert asked == 2 + 1  # trial 1's two dev problems and the one test problem, no demo writing
+    assert second["demos"]["fs-solution"]["best"] == first["demos"]["fs-solution"]["best"]

@@ -72,11 +72,16 @@ def run_beyondx(model: Any, out: str | Path, *, strategies: list[str], data: str
     with Solver(timeout=solver_timeout) as solver:
         for name in strategies:
             strategy = make_strategy(name, model, solver=solver, max_new_tokens=max_new_tokens)
-            if name in saved:  # resume: the demos picked before the interruption
-                _restore(strategy, saved[name])
+            done = saved.get(name, {})
+            if "best" in done or "demos" in done:
+                _restore(strategy, saved[name])  # resume: the demos picked before the interruption
                 demo_info[name] = saved[name]
             else:
-                info = prepare_demos(strategy, demo_problems=demos, dev=dev, trials=demo_trials, seed=seed)
+                def keep(partial: dict[str, Any], name: str = name) -> None:
+                    write_json(demo_path, {**demo_info, name: partial})
+
+                info = prepare_demos(strategy, demo_problems=demos, dev=dev, trials=demo_trials, seed=seed, run=run,
+                                     saved=saved.get(name), save=keep)
                 if info is not None:
                     demo_info[name] = info
                     write_json(demo_path, demo_info)

@@ -98,19 +98,41 @@ def evaluate(strategy: Any, items: Sequence[BeyondXItem], *, run: RunFolder | No
 
 
 def prepare_demos(strategy: Any, *, demo_problems: Sequence[str], dev: Sequence[BeyondXItem], trials: int,
-                  seed: int = 0) -> dict[str, Any] | None:
+                  seed: int = 0, run: RunFolder | None = None, saved: dict[str, Any] | None = None,
+                  save: Any = None) -> dict[str, Any] | None:
     """Give a strategy its automatic demos: Formulate-and-Solve picks the best of ``trials`` self-written demo
     sets on ``dev`` (never test items); few-shot CoT writes its own rationales once. Others need none.
+
+    With a ``run`` folder the work checkpoints: the written demo sets go to ``save(info)`` as soon as they
+    exist (and come back as ``saved``), and each trial's dev answers are rows of the run (strategy
+    ``<name>-dev<i>``), so an interrupted selection resumes.
 
     Returns:
         What was done (the trials' dev accuracies, or the demos), for the run's results; None when nothing.
     """
+    from trustlab.prompting.formulate_solve import Demo, best_trial
+
     name = getattr(strategy, "name", "")
     if name in ("fs", "fs-solution") and trials > 0:
-        info = strategy.fs.select_demos(demo_problems, dev, n_trials=trials,
-                                        score=lambda nums, it: score_beyondx(nums, it.answers), seed=seed)
-        strategy.calls = strategy.fs.calls
-        return {"dev_items": [it.id for it in dev], **info}
+        fs = strategy.fs
+        if saved and "trial_demos" in saved:
+            trial_demos = [[Demo(**d) for d in ds] for ds in saved["trial_demos"]]
+        else:
+            trial_demos = fs.write_demo_trials(demo_problems, trials, seed=seed)
+        info: dict[str, Any] = {"dev_items": [it.id for it in dev],
+                                "trial_demos": [[d.__dict__ for d in ds] for ds in trial_demos]}
+        if save is not None:
+            save(info)
+        results = []
+        for i, ds in enumerate(trial_demos):
+            fs.demos = ds
+            res = evaluate(strategy, dev, run=run, tag=f"{name}-dev{i}")
+            results.append({"demos": [d.__dict__ for d in ds], "dev_accuracy": res["accuracy"],
+                            "dev_valid_rate": res["valid_rate"]})
+        best = best_trial(results)
+        fs.demos = trial_demos[best]
+        strategy.calls = fs.calls
+        return {"dev_items": info["dev_items"], "trials": results, "best": best}
     if name == "fewshot-cot" and not strategy.demos:
         return {"demos": [d.__dict__ for d in strategy.write_demos(demo_problems)]}
     return None

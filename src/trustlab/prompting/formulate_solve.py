@@ -321,21 +321,29 @@ class FormulateAndSolve:
         """
         if not demo_problems or not dev:
             raise EmptyInputError("demo selection needs demo problems and dev items")
-        trial_demos: list[list[Demo]] = [[] for _ in range(n_trials)]
-        for problem in demo_problems:  # each position: all trials in one batch
-            prompts = [self.messages(problem, ds) for ds in trial_demos]
-            texts = self._batched_trials(prompts, temperature, seed)
-            for ds, text in zip(trial_demos, texts, strict=True):
-                ds.append(Demo(problem, text.strip()))
+        trial_demos = self.write_demo_trials(demo_problems, n_trials, temperature=temperature, seed=seed)
         trials = []
         for ds in trial_demos:
             rows = self.solve_batch([it.problem for it in dev], ds)
             acc = sum(score(r["numbers"], it) for r, it in zip(rows, dev, strict=True)) / len(dev)
             trials.append({"demos": [d.__dict__ for d in ds], "dev_accuracy": acc,
                            "dev_valid_rate": sum(r["valid"] for r in rows) / len(rows)})
-        best = max(range(n_trials), key=lambda i: (trials[i]["dev_accuracy"], -i))
+        best = best_trial(trials)
         self.demos = trial_demos[best]
         return {"trials": trials, "best": best}
+
+    def write_demo_trials(self, demo_problems: Sequence[str], n_trials: int, *, temperature: float = 0.7,
+                          seed: int = 0) -> list[list[Demo]]:
+        """``n_trials`` demo sets: the model formulates each demo problem in turn, conditioned on the earlier
+        ones (trial 0 greedy, the others sampled)."""
+        if not demo_problems or n_trials < 1:
+            raise EmptyInputError("writing demos needs demo problems and at least one trial")
+        trial_demos: list[list[Demo]] = [[] for _ in range(n_trials)]
+        for problem in demo_problems:
+            prompts = [self.messages(problem, ds) for ds in trial_demos]
+            for ds, text in zip(trial_demos, self._batched_trials(prompts, temperature, seed), strict=True):
+                ds.append(Demo(problem, text.strip()))
+        return trial_demos
 
     def _batched_trials(self, prompts: list[Any], temperature: float, seed: int) -> list[str]:
         """Trial 0 greedy; trial i > 0 sampled with seed ``seed + i``, one call each: a server given one seed for
@@ -345,6 +353,11 @@ class FormulateAndSolve:
             texts += self._generate([prompt], self.max_new_tokens, temperature=temperature, top_p=0.95,
                                     seed=seed + i)
         return texts
+
+
+def best_trial(trials: Sequence[dict[str, Any]]) -> int:
+    """The index of the trial with the best ``dev_accuracy`` (the first on ties)."""
+    return max(range(len(trials)), key=lambda i: (trials[i]["dev_accuracy"], -i))
 
 
 def _flatten(messages: Any) -> str:
