@@ -320,12 +320,13 @@ def test_eval_beyondx_cli_on_the_embedded_model(tmp_path):
 
 # --- the claims' rules ------------------------------------------------------------------------------------------
 
-def _details(cot_acc: dict[str, tuple[int, int]], fs_acc: dict[str, tuple[int, int]], valid: float = 1.0):
+def _details(cot_acc: dict[str, tuple[int, int]], fs_acc: dict[str, tuple[int, int]], valid: float = 1.0,
+             fs_systems: bool = True):
     rows = []
     for strategy, accs in (("cot", cot_acc), ("fs", fs_acc), ("fewshot-cot", cot_acc)):
         for level, (k, n) in accs.items():
             rows += [{"strategy": strategy, "item": f"{level}-{i}", "unknowns": int(level), "correct": i < k,
-                      "valid": True} for i in range(n)]
+                      "valid": True, "equations": ["Eq(x, 1)"] if fs_systems else []} for i in range(n)]
 
     def block(accs):
         by = {lv: {"n": n, "correct": k, "accuracy": k / n} for lv, (k, n) in accs.items()}
@@ -351,6 +352,10 @@ def test_claim_rules():
     invalid = make_claims(_details({"3": (20, 30), "4": (10, 30), "5": (3, 30)},
                                    {"3": (25, 30), "4": (20, 30), "5": (18, 30)}, valid=0.3))
     assert [c.verdict for c in invalid[1:]] == ["not measurable", "not measurable"]
+    no_systems = make_claims(_details({"3": (20, 30), "4": (10, 30), "5": (3, 30)},
+                                      {"3": (25, 30), "4": (20, 30), "5": (18, 30)}, fs_systems=False))
+    assert no_systems[1].verdict == "reproduced" and no_systems[2].verdict == "not measurable"
+    assert no_systems[2].valid_rate == 0.0
     narrower = make_claims(_details({"3": (10, 30), "4": (10, 30), "5": (9, 30)},
                                     {"3": (20, 30), "4": (12, 30), "5": (10, 30)}))
     assert narrower[1].verdict == "not reproduced"  # 10/30 vs 9/30: no drop shown

@@ -170,7 +170,9 @@ class ChainOfThought(_Base):
 
 class FormulateSolveStrategy(_Base):
     """Formulate-and-Solve as a strategy (see :class:`FormulateAndSolve`; ``answer`` is ``"llm"`` or
-    ``"solution"``). A formulation whose equations are a demo's equations is a copy, not the model's own."""
+    ``"solution"``). A formulation whose equations are a demo's equations is a copy, not the model's own; one
+    from which no equation could be read is invalid too (its answer, asked for directly as the paper does,
+    still counts in the accuracy, but it is no test of formulating)."""
 
     def __init__(self, llm: Any, demos: Sequence[Demo] | None = None, *, answer: str = "llm",
                  solver: Solver | None = None, solver_timeout: float = DEFAULT_TIMEOUT, **kw: Any):
@@ -192,6 +194,7 @@ class FormulateSolveStrategy(_Base):
             copied = r["equations"] and frozenset(r["equations"]) in demo_systems
             r["text"] = r.pop("formulation")
             r["invalid_reason"] = ("copies a demo" if copied else _own(r["text"])
+                                   or ("no equation read" if not r["equations"] else None)
                                    or (None if r["valid"] else
                                        ("no answer" if r["solve"]["status"] == "solved" else
                                         f"system {r['solve']['status']}")))

@@ -20,7 +20,8 @@ Pass conditions, fixed before running:
 
 Measurability, fixed before running: a claim is "not measurable" (never "reproduced") when its outputs'
 ``valid_rate`` is < 0.5 (an output is valid when it gave an answer of the model's own: not empty, not a copy
-of a demo), or when the model is at the floor: claim A needs CoT accuracy >= 0.1 at 3 unknowns (a drop
+of a demo; for F&S, also a formulation from which a system could be read; claim B takes the weaker arm's
+rate), or when the model is at the floor: claim A needs CoT accuracy >= 0.1 at 3 unknowns (a drop
 cannot show below it), claim B needs one of the two methods >= 0.1 pooled.
 
 Runs checkpoint per chunk of items and resume (the picked demos are kept in ``demos.json``).
@@ -108,10 +109,13 @@ def make_claims(details: dict[str, Any]) -> list[Claim]:
     paired = [(float(r["correct"]), float(by_item[r["item"]]["correct"])) for r in fs_rows if r["item"] in by_item]
     ci_b = bootstrap_diff_ci([a for a, _ in paired], [b for _, b in paired], seed=seed)
     gap = {k: fs["by_unknowns"][k]["accuracy"] - cot["by_unknowns"][k]["accuracy"] for k in ("3", "5")}
-    valid_b = (fs["valid_rate"] * fs["n"] + cot["valid_rate"] * cot["n"]) / (fs["n"] + cot["n"])
+    # an F&S output is valid data when the model's formulation gave a system (recomputed from the rows, so the
+    # rule holds for rows written before it was the strategy's own); CoT outputs as the strategy says
+    fs_valid = [bool(r["valid"] and r.get("equations")) for r in fs_rows]
+    valid_b = min(sum(fs_valid) / len(fs_valid) if fs_valid else 0.0, cot["valid_rate"])  # the weaker arm
     why_b = []
     if valid_b < MIN_VALID_RATE:
-        why_b.append(f"only {valid_b:.0%} of the outputs were valid answers")
+        why_b.append(f"only {valid_b:.0%} of one arm's outputs were valid (F&S: a readable system and an answer)")
     if max(fs["accuracy"], cot["accuracy"]) < MIN_FLOOR:
         why_b.append(f"both methods are below {MIN_FLOOR:.0%} pooled (F&S {fs['accuracy']:.2f}, CoT "
                      f"{cot['accuracy']:.2f})")
@@ -122,7 +126,8 @@ def make_claims(details: dict[str, Any]) -> list[Claim]:
         note=(f"Gap F&S - CoT at 3 unknowns {gap['3']:+.2f}, at 5 {gap['5']:+.2f}; few-shot CoT "
               f"{res['fewshot-cot']['accuracy']:.2f}; F&S scored by the solver's values "
               f"{fs.get('accuracy_solution_values', float('nan')):.2f}; formulations that solved "
-              f"{fs.get('formulations_solved', float('nan')):.0%}"
+              f"{fs.get('formulations_solved', float('nan')):.0%}; formulations with a readable system "
+              f"{(sum(fs_valid) / len(fs_valid)) if fs_valid else float('nan'):.0%}"
               + ". Pass: interval above zero and gap(5) >= gap(3)."
               + (" Not measurable: " + "; ".join(why_b) + "." if why_b else "")),
         n=len(paired), ci=ci_b, valid_rate=valid_b, measurable=not why_b))
