@@ -183,7 +183,7 @@ def _rank(equations: tuple[str, ...]) -> tuple[int, int]:
     return matrix.rank(), len(syms)
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared BeyondX data folder absent")
+@pytest.mark.skipif(not SHARED.exists(), reason="the official BeyondX JSON (CC BY-SA, test-only) is not redistributed with trustlab; set it up at ../shared/data/beyondx to run this check")
 def test_462_of_the_464_official_gold_systems_solve_to_their_answers(solver):
     items = load_beyondx(SHARED)
     assert [sum(it.unknowns == k for it in items) for k in (3, 4, 5)] == [194, 158, 112]
@@ -215,7 +215,7 @@ You are making 20 tons of concrete that is 31% cement. To do this, you are mixin
 How much of each mixture must you use?"""
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared BeyondX data folder absent")
+@pytest.mark.skipif(not SHARED.exists(), reason="the official BeyondX JSON (CC BY-SA, test-only) is not redistributed with trustlab; set it up at ../shared/data/beyondx to run this check")
 def test_an_official_item_expands_from_a_numbered_answer_with_bold_markers():
     item = load_beyondx(SHARED, levels=(4,))[1]  # the 15-ton cement problem, x, y, z, w = 7, 3, 2, 3
     new = gen.parse_expansion(CEMENT_ANSWER, item)

@@ -163,7 +163,7 @@ def test_loader_refuses_bad_files_with_the_item_named(tmp_path):
         load_beyondx(tmp_path / ".." / tmp_path.name, levels=(4,))
 
 
-@pytest.mark.skipif(not DATA.exists(), reason="the BeyondX data folder is absent")
+@pytest.mark.skipif(not DATA.exists(), reason="the official BeyondX JSON (CC BY-SA, test-only) is not redistributed with trustlab; set it up at ../shared/data/beyondx to run this check")
 def test_official_data_and_disjoint_splits():
     items = load_beyondx(DATA)
     assert len(items) == 464 and len({it.id for it in items}) == 464

@@ -8,17 +8,7 @@ from pathlib import Path
 
 import click
 
-from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
-
-
-def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers, e.g. 2,3") from None
-    if not levels or any(not 2 <= k <= 5 for k in levels):
-        raise click.BadParameter(f"levels are numbers of unknowns from 2 to 5, got {value!r}")
-    return levels
+from trustlab.cli.common import load_from_options, model_options, out_option, parse_levels, seed_option
 
 
 @click.command("expand-beyondx")
@@ -27,7 +17,7 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.option("--data", type=click.Path(path_type=Path, exists=True), default=None,
               help="folder of the official BeyondX JSON files, or a JSON list of items (default: problems from "
                    "trustlab's offline generator)")
-@click.option("--levels", default="2,3,4", show_default=True, callback=_levels,
+@click.option("--levels", default="2,3,4", show_default=True, callback=lambda ctx, p, v: parse_levels(v, 2, 5),
               help="numbers of unknowns of the problems to expand (each gains one)")
 @click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True,
               help="problems to expand per level (drawn with --seed)")

@@ -39,6 +39,22 @@ def out_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                         show_default=True, help=RUN_FOLDER_HELP)
 
 
+def parse_levels(value: str, lo: int, hi: int) -> tuple[int, ...]:
+    """Numbers of unknowns given as ``"3,4,5"``, each from ``lo`` to ``hi``, sorted and deduplicated.
+
+    Raises:
+        click.BadParameter: not a comma-separated list of numbers, or a number outside ``lo..hi``.
+    """
+    try:
+        levels = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers of unknowns, "
+                                 "e.g. 3,4,5") from None
+    if not levels or any(not lo <= k <= hi for k in levels):
+        raise click.BadParameter(f"numbers of unknowns must be from {lo} to {hi}, got {value!r}")
+    return levels
+
+
 def load_from_options(model_spec: str, model_name: str | None, attn_implementation: str | None):
     """Load the model handle named by the shared options."""
     from trustlab.models import load_model

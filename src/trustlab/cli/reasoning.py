@@ -6,17 +6,7 @@ from pathlib import Path
 
 import click
 
-from trustlab.cli.common import load_from_options, model_options, out_option, seed_option
-
-
-def _levels(value: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(sorted({int(x) for x in value.split(",") if x.strip()}))
-    except ValueError as exc:
-        raise click.BadParameter(f"give numbers of unknowns separated by commas, e.g. 3,4,5 (got {value!r})") from exc
-    if not levels or any(k < 1 or k > 12 for k in levels):
-        raise click.BadParameter(f"numbers of unknowns must be between 1 and 12, got {value!r}")
-    return levels
+from trustlab.cli.common import load_from_options, model_options, out_option, parse_levels, seed_option
 
 
 @click.command("beyondx")
@@ -29,7 +19,8 @@ def _levels(value: str) -> tuple[int, ...]:
 @click.option("--data", default=None, metavar="PATH|generated|HUB_ID",
               help="the official BeyondX JSON folder or file, 'generated' (offline problems of ours), or the Hub id "
                    "Johnson0213/BeyondX; default: $TRUSTLAB_BEYONDX_DATA or ../shared/data/beyondx, else the Hub")
-@click.option("--levels", default="3,4,5", show_default=True, help="numbers of unknowns, comma separated")
+@click.option("--levels", default="3,4,5", show_default=True, callback=lambda ctx, p, v: parse_levels(v, 1, 12),
+              help="numbers of unknowns, comma separated")
 @click.option("--n-per-level", type=click.IntRange(min=1), default=30, show_default=True, help="test items per level")
 @click.option("--dev-per-level", type=click.IntRange(min=0), default=10, show_default=True,
               help="dev items per level for picking demos (disjoint from the test items)")
@@ -39,7 +30,7 @@ def _levels(value: str) -> tuple[int, ...]:
 @click.option("--solver-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="seconds per system before the solver is stopped")
 def beyondx(model_spec: str, model_name: str | None, attn_implementation: str | None, seed: int, out: Path,
-            strategies: tuple[str, ...], data: str | None, levels: str, n_per_level: int, dev_per_level: int,
+            strategies: tuple[str, ...], data: str | None, levels: tuple[int, ...], n_per_level: int, dev_per_level: int,
             demo_trials: int, max_new_tokens: int, solver_timeout: float) -> None:
     """Accuracy of each strategy by number of unknowns on BeyondX (or generated problems), with 95% intervals.
 
@@ -48,7 +39,7 @@ def beyondx(model_spec: str, model_name: str | None, attn_implementation: str | 
     from trustlab.prompting.beyondx_run import run_beyondx
 
     model = load_from_options(model_spec, model_name, attn_implementation)
-    res = run_beyondx(model, out, strategies=list(dict.fromkeys(strategies)), data=data, levels=_levels(levels),
+    res = run_beyondx(model, out, strategies=list(dict.fromkeys(strategies)), data=data, levels=levels,
                       n_per_level=n_per_level, dev_per_level=dev_per_level, demo_trials=demo_trials,
                       max_new_tokens=max_new_tokens, solver_timeout=solver_timeout, seed=seed)
     for name, r in res["strategies"].items():

@@ -259,12 +259,8 @@ class FormulateAndSolve:
         return msgs
 
     def _generate(self, prompts: list[Any], max_new_tokens: int, **kw: Any) -> list[str]:
-        if not prompts:
-            return []
         self.calls += len(prompts)
-        prompts = prompts if self.chat_template else [_flatten(p) for p in prompts]
-        gens = self.llm.generate(prompts, max_new_tokens=max_new_tokens, chat_template=self.chat_template, **kw)
-        return [g[0].text for g in gens]
+        return generate_texts(self.llm, prompts, max_new_tokens, chat_template=self.chat_template, **kw)
 
     def formulate(self, problems: Sequence[str], demos: Sequence[Demo] | None = None, **kw: Any) -> list[str]:
         """The model's formulations of ``problems`` (one batched call)."""
@@ -355,13 +351,20 @@ class FormulateAndSolve:
         return texts
 
 
+def generate_texts(llm: Any, prompts: list[Any], max_new_tokens: int, *, chat_template: bool = True,
+                   **kw: Any) -> list[str]:
+    """One greedy (or configured) text per chat prompt, in one batched call; without the chat template the
+    messages are sent as plain text (:func:`~trustlab.models.base.plain_text`)."""
+    from trustlab.models.base import plain_text
+
+    if not prompts:
+        return []
+    if not chat_template:
+        prompts = [plain_text(p) + "\n\n" for p in prompts]
+    gens = llm.generate(prompts, max_new_tokens=max_new_tokens, chat_template=chat_template, **kw)
+    return [g[0].text for g in gens]
+
+
 def best_trial(trials: Sequence[dict[str, Any]]) -> int:
     """The index of the trial with the best ``dev_accuracy`` (the first on ties)."""
     return max(range(len(trials)), key=lambda i: (trials[i]["dev_accuracy"], -i))
-
-
-def _flatten(messages: Any) -> str:
-    """Messages as one plain-text prompt, for models without a chat template."""
-    if isinstance(messages, str):
-        return messages
-    return "\n\n".join(m["content"] for m in messages) + "\n\n"

@@ -445,7 +445,7 @@ class _Run:
             self._EXEC[type(s)](self, s)
 
     def s_Expr(self, s: ast.Expr) -> None:
-        self.eval(s.value)
+        self.value_of(s.value)
 
     def s_Pass(self, s: ast.Pass) -> None:
         pass
@@ -457,24 +457,24 @@ class _Run:
         raise _Continue
 
     def s_Assign(self, s: ast.Assign) -> None:
-        value = self.eval(s.value)
+        value = self.value_of(s.value)
         for target in s.targets:
             self.assign(target, value)
 
     def s_AugAssign(self, s: ast.AugAssign) -> None:
         if isinstance(s.target, ast.Name):
-            self.assign(s.target, self.binop(s.op, self.e_Name(s.target), self.eval(s.value)))
+            self.assign(s.target, self.binop(s.op, self.e_Name(s.target), self.value_of(s.value)))
         elif isinstance(s.target, ast.Subscript):
-            obj, key = self.eval(s.target.value), self.index(s.target.slice)
-            self.setitem(obj, key, self.binop(s.op, self.getitem(obj, key), self.eval(s.value)))
+            obj, key = self.value_of(s.target.value), self.index(s.target.slice)
+            self.setitem(obj, key, self.binop(s.op, self.getitem(obj, key), self.value_of(s.value)))
         else:
             raise ProgramError("augmented assignment to this target")
 
     def s_If(self, s: ast.If) -> None:
-        self.block(s.body if self.truth(self.eval(s.test)) else s.orelse)
+        self.block(s.body if self.truth(self.value_of(s.test)) else s.orelse)
 
     def s_For(self, s: ast.For) -> None:
-        seq = self.eval(s.iter)
+        seq = self.value_of(s.iter)
         for item in seq if type(seq) is range else self.items(seq):
             self.tick()
             self.assign(s.target, item)
@@ -508,12 +508,12 @@ class _Run:
             for t, v in zip(target.elts, values):
                 self.assign(t, v)
         elif isinstance(target, ast.Subscript):
-            self.setitem(self.eval(target.value), self.index(target.slice), value)
+            self.setitem(self.value_of(target.value), self.index(target.slice), value)
         else:
             raise ProgramError(f"assignment to a {type(target).__name__}")
 
     # expressions
-    def eval(self, node: ast.expr) -> Any:
+    def value_of(self, node: ast.expr) -> Any:
         return self._EVAL[type(node)](self, node)
 
     def e_Constant(self, node: ast.Constant) -> Any:
@@ -530,10 +530,10 @@ class _Run:
         raise ProgramError(f"name {node.id!r} is not defined")
 
     def e_BinOp(self, node: ast.BinOp) -> Any:
-        return self.binop(node.op, self.eval(node.left), self.eval(node.right))
+        return self.binop(node.op, self.value_of(node.left), self.value_of(node.right))
 
     def e_UnaryOp(self, node: ast.UnaryOp) -> Any:
-        v = self.eval(node.operand)
+        v = self.value_of(node.operand)
         if isinstance(node.op, ast.Not):
             return not self.truth(v)
         if type(v) not in (int, float, bool, Fraction) and not isinstance(v, sympy.Basic):
@@ -543,15 +543,15 @@ class _Run:
     def e_BoolOp(self, node: ast.BoolOp) -> Any:
         is_and = isinstance(node.op, ast.And)
         for value in node.values:
-            v = self.eval(value)
+            v = self.value_of(value)
             if self.truth(v) != is_and:
                 return v
         return v
 
     def e_Compare(self, node: ast.Compare) -> Any:
-        left, result = self.eval(node.left), True
+        left, result = self.value_of(node.left), True
         for op, comp in zip(node.ops, node.comparators):
-            right = self.eval(comp)
+            right = self.value_of(comp)
             self.work(left, right)
             if type(op) in (ast.In, ast.NotIn) and type(right) is range and type(left) not in (int, bool):
                 raise ProgramError("'in range(...)' takes an integer")  # anything else scans the range
@@ -564,20 +564,20 @@ class _Run:
         return result
 
     def e_IfExp(self, node: ast.IfExp) -> Any:
-        return self.eval(node.body if self.truth(self.eval(node.test)) else node.orelse)
+        return self.value_of(node.body if self.truth(self.value_of(node.test)) else node.orelse)
 
     def e_List(self, node: ast.List) -> Any:
-        return self.new([self.eval(e) for e in node.elts])
+        return self.new([self.value_of(e) for e in node.elts])
 
     def e_Tuple(self, node: ast.Tuple) -> Any:
-        return self.new(tuple(self.eval(e) for e in node.elts))
+        return self.new(tuple(self.value_of(e) for e in node.elts))
 
     def e_Dict(self, node: ast.Dict) -> Any:
         out: dict[Any, Any] = {}
         for k, v in zip(node.keys, node.values):
-            key = self.eval(k)
+            key = self.value_of(k)
             self.work(key)
-            _py(operator.setitem, out, key, self.eval(v))
+            _py(operator.setitem, out, key, self.value_of(v))
         return self.new(out)
 
     def e_JoinedStr(self, node: ast.JoinedStr) -> str:
@@ -586,8 +586,8 @@ class _Run:
             if isinstance(part, ast.Constant):
                 parts.append(part.value)
                 continue
-            v = self.eval(part.value)
-            spec = self.eval(part.format_spec) if part.format_spec is not None else ""
+            v = self.value_of(part.value)
+            spec = self.value_of(part.format_spec) if part.format_spec is not None else ""
             if part.conversion == ord("r"):
                 v = self.text(v, top=False)
             if not spec:
@@ -610,20 +610,20 @@ class _Run:
     e_GeneratorExp = e_ListComp
 
     def _comprehension(self, elt: ast.expr, gens: list[ast.comprehension], i: int, out: list) -> None:
-        seq = self.eval(gens[i].iter)
+        seq = self.value_of(gens[i].iter)
         for item in seq if type(seq) is range else self.items(seq):
             self.tick()
             self.assign(gens[i].target, item)
-            if all(self.truth(self.eval(c)) for c in gens[i].ifs):
+            if all(self.truth(self.value_of(c)) for c in gens[i].ifs):
                 if i + 1 < len(gens):
                     self._comprehension(elt, gens, i + 1, out)
                 else:
-                    out.append(self.eval(elt))
+                    out.append(self.value_of(elt))
                     if len(out) > MAX_ITEMS:
                         raise ProgramError(f"a comprehension longer than {MAX_ITEMS}")
 
     def e_Attribute(self, node: ast.Attribute) -> Any:
-        return self.member(self.eval(node.value), node.attr)
+        return self.member(self.value_of(node.value), node.attr)
 
     def member(self, obj: Any, attr: str) -> Any:
         if not isinstance(obj, _Module):
@@ -633,14 +633,14 @@ class _Run:
         return MODULES[obj.name][attr]
 
     def e_Subscript(self, node: ast.Subscript) -> Any:
-        return self.getitem(self.eval(node.value), self.index(node.slice))
+        return self.getitem(self.value_of(node.value), self.index(node.slice))
 
     def index(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Tuple):
             return tuple(self.index(e) for e in node.elts)
         if not isinstance(node, ast.Slice):
-            return self.eval(node)
-        parts = [None if p is None else self.eval(p) for p in (node.lower, node.upper, node.step)]
+            return self.value_of(node)
+        parts = [None if p is None else self.value_of(p) for p in (node.lower, node.upper, node.step)]
         if any(p is not None and type(p) not in (int, bool) for p in parts):
             raise ProgramError("slice bounds must be integers")
         return slice(*parts)
@@ -705,7 +705,7 @@ class _Run:
 
     def e_Call(self, node: ast.Call) -> Any:
         if isinstance(node.func, ast.Attribute):
-            obj = self.eval(node.func.value)
+            obj = self.value_of(node.func.value)
             if isinstance(obj, _Module):
                 fn = self.member(obj, node.func.attr)
             else:
@@ -715,9 +715,9 @@ class _Run:
                 fn = _Fn(node.func.attr, lambda run, args, kwargs: METHODS[key](run, obj, args, kwargs),
                          fresh=key not in _NOT_FRESH)
         else:
-            fn = self.eval(node.func)
-        args = [self.eval(a) for a in node.args]
-        kwargs = {k.arg: self.eval(k.value) for k in node.keywords}
+            fn = self.value_of(node.func)
+        args = [self.value_of(a) for a in node.args]
+        kwargs = {k.arg: self.value_of(k.value) for k in node.keywords}
         if not isinstance(fn, _Fn):
             raise ProgramError(f"a {type(fn).__name__} is not callable")
         result = _py(fn.impl, self, args, kwargs)

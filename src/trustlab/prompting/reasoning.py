@@ -29,7 +29,7 @@ from typing import Any
 
 from trustlab.errors import EmptyInputError, ParseError
 from trustlab.prompting.answers import extract_numbers
-from trustlab.prompting.formulate_solve import Demo, FormulateAndSolve
+from trustlab.prompting.formulate_solve import Demo, FormulateAndSolve, generate_texts
 from trustlab.prompting.solver import DEFAULT_TIMEOUT, Solver
 from trustlab.validity import echoes_source, is_fragment
 
@@ -100,14 +100,9 @@ class _Base:
         self.calls = 0
 
     def _generate(self, prompts: list[list[dict[str, str]]], max_new_tokens: int | None = None) -> list[str]:
-        if not prompts:
-            return []
         self.calls += len(prompts)
-        if not self.chat_template:
-            prompts = ["\n\n".join(m["content"] for m in p) + "\n\n" for p in prompts]  # type: ignore[misc]
-        gens = self.llm.generate(prompts, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                 chat_template=self.chat_template)
-        return [g[0].text for g in gens]
+        return generate_texts(self.llm, prompts, max_new_tokens or self.max_new_tokens,
+                              chat_template=self.chat_template)
 
     def answer_batch(self, problems: Sequence[str]) -> list[dict[str, Any]]:
         raise NotImplementedError
