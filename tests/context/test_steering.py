@@ -203,6 +203,23 @@ def test_steering_changes_generation_through_the_handle(tiny):
         assert a[0].token_logprobs[0] != pytest.approx(b[0].token_logprobs[0], abs=1e-4)
 
 
+def test_steered_prompts_that_share_a_prefix_are_steered_whole(tiny):
+    """Inside steering the handle computes no shared prefix apart (the hook needs each prompt's tokens): two
+    chats with one long system prompt give, batched, the steered answers each gives alone; restored on exit."""
+    system = {"role": "system", "content": "Answer from the document only. " * 12}
+    chats = [[system, {"role": "user", "content": f"Document: the code is {c}. What is the code?"}]
+             for c in ("7312", "4480")]
+    assert tiny._shared_prefix_batches([tiny.tokenize(c) for c in chats])[0]  # they do share one
+    with UserSteering(tiny, alpha=0.05):
+        assert tiny.share_prefixes is False
+        batched = tiny.generate(chats, max_new_tokens=4, logprobs=True)
+        alone = [tiny.generate([c], max_new_tokens=4, logprobs=True)[0] for c in chats]
+    assert tiny.share_prefixes is True
+    for a, b in zip(batched, alone, strict=True):
+        assert a[0].text == b[0].text
+        assert a[0].token_logprobs == pytest.approx(b[0].token_logprobs, abs=1e-4)
+
+
 def test_everything_is_removed_on_exit_and_after_an_exception(tiny):
     attn = [m for m in tiny.model.modules() if type(m).__name__.endswith("Attention")]
     configs = [m.config for m in attn]

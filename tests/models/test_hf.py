@@ -159,3 +159,47 @@ def test_empty_answer_with_logprobs(tokenizer):
     finally:
         hook.remove()
     assert g.text == "" and g.token_logprobs == [] and g.tokens == [] and g.finish_reason == "stop"
+
+
+def _few_shot_prompts() -> list[str]:
+    demos = "\n\n".join(f"Input: {w} {i}\nOutput: {i * 7 % 13}" for i, w in enumerate(
+        "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()))
+    return [f"Instruction: map the word to a number.\n\n{demos}\n\nInput: {q}\nOutput:"
+            for q in ("mike", "november 4", "oscar papa", "quebec", "romeo sierra tango", "uniform")]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_shared_prefix_batches_equal_plain_ones(tokenizer, arch):
+    """A prefix several prompts share is computed once (its cache repeated over the batch, padding between
+    prefix and suffix): greedy answers, finish reasons and log-probs are those of the plain left-padded path."""
+    h = make_tiny(tokenizer, arch=arch, head_dim=16)
+    prompts = [*_few_shot_prompts(), *PROMPTS]
+    h.batch_size = 4  # six prompts share a prefix: two batches of three, the other three plain
+    rows = [h.tokenize(p, False) for p in prompts]
+    batches, rest = h._shared_prefix_batches(rows)
+    assert sorted(len(b) for b, _ in batches) == [3, 3] and sorted(rest) == [6, 7, 8]
+    assert all(n >= h.MIN_SHARED_PREFIX and all(rows[b[0]][:n] == rows[i][:n] for i in b) for b, n in batches)
+    shared = h.generate(prompts, max_new_tokens=10, chat_template=False, logprobs=True)
+    h.share_prefixes = False
+    assert h._shared_prefix_batches(rows) == ([], list(range(len(prompts))))
+    plain = h.generate(prompts, max_new_tokens=10, chat_template=False, logprobs=True)
+    assert [s[0].text for s in shared] == [s[0].text for s in plain]
+    assert [s[0].finish_reason for s in shared] == [s[0].finish_reason for s in plain]
+    for a, b in zip(shared, plain, strict=True):
+        assert a[0].prompt_tokens == b[0].prompt_tokens
+        assert torch.allclose(torch.tensor(a[0].token_logprobs), torch.tensor(b[0].token_logprobs), atol=1e-4)
+
+
+def test_shared_prefix_is_off_for_sliding_window_layers(tokenizer):
+    """Gemma 3 mixes sliding-window layers: its cache is not continued from a shared prefix."""
+    h = make_tiny(tokenizer, arch="gemma3", head_dim=16)
+    assert not h._prefix_cache_ok()
+    rows = [h.tokenize(p, False) for p in _few_shot_prompts()]
+    assert h._shared_prefix_batches(rows) == ([], list(range(len(rows))))
+    assert len(h.generate(_few_shot_prompts()[:2], max_new_tokens=3, chat_template=False)) == 2
+
+
+def test_short_or_unshared_prompts_stay_plain(tiny):
+    rows = [tiny.tokenize(p, False) for p in PROMPTS + ["Hello there, how are you? Fine."]]
+    batches, rest = tiny._shared_prefix_batches(rows)
+    assert batches == [] and sorted(rest) == [0, 1, 2, 3]  # under 64 shared tokens: all plain

@@ -211,6 +211,11 @@ class UserSteering:
             self.handle.tokenize = self._tokenize_with(original_tokenize)
             self._undo.append(lambda: setattr(self.handle, "tokenize", original_tokenize) if had_own
                               else delattr(self.handle, "tokenize"))
+            # the forward hook reads each prompt's full tokens: no prefix computed apart from the batch
+            sharing = getattr(self.handle, "share_prefixes", None)
+            if sharing is not None:
+                self.handle.share_prefixes = False
+                self._undo.append(lambda: setattr(self.handle, "share_prefixes", sharing))
         except BaseException:
             self._remove()
             raise

@@ -61,6 +61,9 @@ class HFModel(ModelHandle):
             max_context=int(max_ctx) if max_ctx else None,
             sampling=True, native_n=True, seed=True,
         )
+        #: Compute a prompt prefix that a batch shares once (see :meth:`_shared_prefix_batches`); a steering
+        #: context turns this off while it is active (it reads each prompt's full tokens in every forward).
+        self.share_prefixes = True
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -226,19 +229,33 @@ class HFModel(ModelHandle):
         gc = self._hf_generation_config(cfg)
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
-        # Batch prompts of similar length together (less padding), answer in the caller's order.
-        order = sorted(range(len(fitted)), key=lambda i: len(fitted[i][0]))
+        k = gc.num_return_sequences
+        shared, rest = self._shared_prefix_batches([ids for ids, _ in fitted]) if k == 1 else ([], list(range(len(fitted))))
+        # The rest: prompts of similar length batched together (less padding), answers in the caller's order.
+        rest.sort(key=lambda i: len(fitted[i][0]))
+        chunks = [(idx, 0) for idx, _ in shared]
+        chunks += [(rest[s:s + self.batch_size], 0) for s in range(0, len(rest), self.batch_size)]
+        prefixes = dict(zip(range(len(shared)), (n for _, n in shared), strict=True))
         results: list[list[Generation]] = [[] for _ in fitted]
-        starts = range(0, len(fitted), self.batch_size)
-        for start in progress(starts, f"generating ({len(fitted)} prompts)") if len(starts) > 1 else starts:
-            idx = order[start:start + self.batch_size]
+        cached: tuple[tuple[int, ...], Any] | None = None
+        steps = range(len(chunks))
+        for c in progress(steps, f"generating ({len(fitted)} prompts)") if len(chunks) > 1 else steps:
+            idx = chunks[c][0]
             chunk = [fitted[i] for i in idx]
-            batch = self._pad_left([ids for ids, _ in chunk])
+            n_prefix = prefixes.get(c, 0)
+            kwargs: dict[str, Any] = {}
+            if n_prefix:
+                prefix = tuple(chunk[0][0][:n_prefix])
+                if cached is None or cached[0] != prefix:
+                    cached = (prefix, self._prefix_cache(prefix))
+                batch = self._pad_middle(n_prefix, [ids[n_prefix:] for ids, _ in chunk], prefix)
+                kwargs[self._cache_kwarg] = self._repeat_cache(cached[1], len(chunk))
+            else:
+                batch = self._pad_left([ids for ids, _ in chunk])
             with torch.inference_mode():
-                out = self.model.generate(**batch, generation_config=gc,
+                out = self.model.generate(**batch, **kwargs, generation_config=gc,
                                           stopping_criteria=self._stopping(cfg, batch["input_ids"].shape[1]))
             new = out.sequences[:, batch["input_ids"].shape[1]:]  # (B * k, T_new)
-            k = gc.num_return_sequences
             for b, (ids, dropped) in enumerate(chunk):
                 samples = [
                     self._decode(new[b * k + j], out.logits, b * k + j, cfg, len(ids), dropped)
@@ -246,6 +263,111 @@ class HFModel(ModelHandle):
                 ]
                 results[idx[b]] = samples if k == cfg.n else [samples[0]] * cfg.n
         return results
+
+    #: a prefix is shared (computed once per batch) when at least this many tokens long ...
+    MIN_SHARED_PREFIX = 64
+    #: ... and at least this share of the shortest prompt of its batch
+    MIN_SHARED_FRACTION = 0.5
+
+    def _shared_prefix_batches(self, rows: list[list[int]]) -> tuple[list[tuple[list[int], int]], list[int]]:
+        """Split prompts into batches that share a long token prefix, and the rest.
+
+        Prompts are sorted by their tokens, so those with a common start (a few-shot prompt's instruction and
+        demos, asked about different queries) lie together; consecutive runs whose common prefix is at least
+        :data:`MIN_SHARED_PREFIX` tokens and :data:`MIN_SHARED_FRACTION` of the shortest prompt are cut into
+        near-equal batches of at most ``batch_size``, each with the prefix length it shares (at most the shortest prompt minus one
+        token, so every row keeps a token to prefill). Returns ``([(indices, prefix_len)], rest_indices)``.
+        Off (everything in the rest) when :attr:`share_prefixes` is False or the model's cache cannot be
+        continued this way (sliding-window or non-attention layers).
+        """
+        if not self.share_prefixes or len(rows) < 2 or not self._prefix_cache_ok():
+            return [], list(range(len(rows)))
+        order = sorted(range(len(rows)), key=lambda i: rows[i])
+
+        def common(a: list[int], b: list[int]) -> int:
+            n = min(len(a), len(b))
+            return next((j for j in range(n) if a[j] != b[j]), n)
+
+        def enough(n: int, shortest: int) -> bool:
+            return n >= self.MIN_SHARED_PREFIX and n >= self.MIN_SHARED_FRACTION * shortest
+
+        def shared(run: list[int]) -> int:
+            return min(min(common(rows[run[0]], rows[j]) for j in run[1:]), min(len(rows[j]) for j in run) - 1)
+
+        batches: list[tuple[list[int], int]] = []
+        rest: list[int] = []
+        run, n_run, short = [order[0]], len(rows[order[0]]), len(rows[order[0]])
+        for i in [*order[1:], None]:
+            if i is not None:  # the run's common prefix and shortest prompt, were i to join
+                n, m = min(n_run, common(rows[run[0]], rows[i])), min(short, len(rows[i]))
+                if enough(min(n, m - 1), m):
+                    run.append(i)
+                    n_run, short = n, m
+                    continue
+            if len(run) > 1:  # near-equal batches of at most batch_size, each with the prefix it shares
+                parts = -(-len(run) // self.batch_size)
+                size = -(-len(run) // parts)
+                for s in range(0, len(run), size):
+                    part = run[s:s + size]
+                    if len(part) > 1:
+                        batches.append((part, shared(part)))
+                    else:
+                        rest.extend(part)
+            else:
+                rest.extend(run)
+            if i is not None:
+                run, n_run, short = [i], len(rows[i]), len(rows[i])
+        return batches, rest
+
+    def _prefix_cache_ok(self) -> bool:
+        """Whether a prefix's KV cache can be repeated and continued: full attention in every layer."""
+        config = getattr(self.model, "config", None)
+        config = getattr(config, "text_config", None) or config
+        types = getattr(config, "layer_types", None)
+        if types is not None and any(t != "full_attention" for t in types):
+            return False
+        return not (types is None and getattr(config, "sliding_window", None)
+                    and getattr(config, "use_sliding_window", True))
+
+    @property
+    def _cache_kwarg(self) -> str:
+        import inspect
+
+        # transformers >= 5.2x names it ``cache`` (``past_key_values`` is deprecated); older ones the other way
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
+        """The KV cache of ``prefix`` (one row)."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+        return out["cache"] if "cache" in out else out["past_key_values"]
+
+    @staticmethod
+    def _repeat_cache(cache: Any, n: int) -> Any:
+        import copy
+
+        cache = copy.deepcopy(cache)
+        cache.batch_repeat_interleave(n)
+        return cache
+
+    def _pad_middle(self, n_prefix: int, suffixes: list[list[int]], prefix: tuple[int, ...]) -> dict[str, Any]:
+        """``prefix + padding + suffix`` rows: the padding sits between the cached prefix and each suffix, so
+        the prefix's positions are those of the cache; positions come from the mask (padding skipped)."""
+        import torch
+
+        width = max(len(r) for r in suffixes)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(suffixes), n_prefix + width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        ids[:, :n_prefix] = torch.tensor(prefix, dtype=torch.long)
+        mask[:, :n_prefix] = 1
+        for i, r in enumerate(suffixes):
+            ids[i, n_prefix + width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, n_prefix + width - len(r):] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def _decode(self, row: Any, logits: Any, r: int, cfg: GenerationConfig, n_prompt: int,
                 dropped: int) -> Generation:

@@ -65,6 +65,8 @@ Example = tuple[str, str]
 Scorer = Callable[[str, str], float]
 FORMAT = "trustlab.mop/1"
 MINILM_ID = "all-MiniLM-L6-v2"
+#: answers end where the model starts the next demo (only the first line is read; this saves the decoding)
+ANSWER_STOP = ("\nInput:",)
 INDUCTION = ("I gave a friend an instruction. Following it, they turned each input below into the output "
              "next to it.\n\n{demos}\n\nThe instruction was to")
 
@@ -281,7 +283,7 @@ class MoPModel:
         routes = self.route_many(queries)
         prompts = [self.prompt(q, r) for q, r in zip(queries, routes, strict=True)]
         out = llm.generate(prompts, max_new_tokens=self.config.get("answer_max_new_tokens", 32), temperature=0.0,
-                           chat_template=self.config.get("chat_template", False))
+                           chat_template=self.config.get("chat_template", False), stop=ANSWER_STOP)
         return [first_line(g[0].text) for g in out]
 
     def to_json(self) -> dict[str, Any]:
@@ -363,7 +365,7 @@ class Engine:
         if not prompts:
             return [0.0] * len(jobs)
         out = self.model.generate(prompts, max_new_tokens=self.cfg.answer_max_new_tokens, temperature=0.0,
-                                  chat_template=self.cfg.chat_template)
+                                  chat_template=self.cfg.chat_template, stop=ANSWER_STOP)
         self.calls["scoring"] += len(prompts)
         answers = iter(first_line(g[0].text) for g in out)
         return [float(np.mean([self.scorer(next(answers), y) for _, y in items])) if items else 0.0
