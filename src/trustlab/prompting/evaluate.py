@@ -144,12 +144,14 @@ def plot_by_unknowns(results: dict[str, dict[str, Any]], title: str) -> Any:
 
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(5.5, 3.2))
-    for name, res in results.items():
+    shift = 0.06  # strategies side by side at each level, so equal values do not hide one another
+    for j, (name, res) in enumerate(results.items()):
         levels = sorted(res["by_unknowns"], key=int)
         acc = [res["by_unknowns"][k]["accuracy"] for k in levels]
         lo = [a - (res["by_unknowns"][k]["ci"] or [a, a])[0] for a, k in zip(acc, levels, strict=True)]
         hi = [(res["by_unknowns"][k]["ci"] or [a, a])[1] - a for a, k in zip(acc, levels, strict=True)]
-        ax.errorbar([int(k) for k in levels], acc, yerr=[lo, hi], marker="o", capsize=3, label=name)
+        x = [int(k) + (j - (len(results) - 1) / 2) * shift for k in levels]
+        ax.errorbar(x, acc, yerr=[lo, hi], marker="o", capsize=3, label=name)
     ax.set_xlabel("number of unknowns")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
