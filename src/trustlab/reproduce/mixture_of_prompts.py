@@ -136,6 +136,11 @@ def make_claims(details: dict[str, Any]) -> list[Claim]:
         if max(mop["accuracy"], other["accuracy"]) < MIN_ACCURACY:
             why.append(f"both arms score below {MIN_ACCURACY:.0%} on the test items")
         measurable = not why
+        ci = bootstrap_diff_ci(mop["correct"], other["correct"], seed=seed)
+        # the spec's pass rule is directional; say so where the interval does not exclude zero
+        directional = (f" The 95% interval of the difference, [{ci[0]:+.3f}, {ci[1]:+.3f}], includes zero: the "
+                       "spec's directional criterion decides, the difference is not significant at this size."
+                       if ci is not None and ci[0] <= 0 <= ci[1] else "")
         main = len(claims) == 0
         name = f"the best APE variant ({best})" if main else base
         claims.append(Claim(
@@ -147,8 +152,8 @@ def make_claims(details: dict[str, Any]) -> list[Claim]:
                   f"{mop['calls']['generation']:.0f} generation + {mop['calls']['scoring']:.0f} scoring, {base} "
                   f"{other['calls']['generation']:.0f} + {other['calls']['scoring']:.0f}. Fits whose experts have "
                   f"at least two distinct instructions: {details['fits_with_distinct_instructions']:.0%}."
-                  + ("" if measurable else " Not measurable: " + "; ".join(why) + ".")),
-            n=len(mop["correct"]), ci=bootstrap_diff_ci(mop["correct"], other["correct"], seed=seed),
+                  + directional + ("" if measurable else " Not measurable: " + "; ".join(why) + ".")),
+            n=len(mop["correct"]), ci=ci,
             valid_rate=valid, measurable=measurable))
     return claims
 
