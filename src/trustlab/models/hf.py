@@ -233,22 +233,18 @@ class HFModel(ModelHandle):
         shared, rest = self._shared_prefix_batches([ids for ids, _ in fitted]) if k == 1 else ([], list(range(len(fitted))))
         # The rest: prompts of similar length batched together (less padding), answers in the caller's order.
         rest.sort(key=lambda i: len(fitted[i][0]))
-        chunks = [(idx, 0) for idx, _ in shared]
-        chunks += [(rest[s:s + self.batch_size], 0) for s in range(0, len(rest), self.batch_size)]
-        prefixes = dict(zip(range(len(shared)), (n for _, n in shared), strict=True))
+        # (indices, shared prefix length; 0 = none)
+        chunks = shared + [(rest[s:s + self.batch_size], 0) for s in range(0, len(rest), self.batch_size)]
         results: list[list[Generation]] = [[] for _ in fitted]
         cached: tuple[tuple[int, ...], Any] | None = None
-        steps = range(len(chunks))
-        for c in progress(steps, f"generating ({len(fitted)} prompts)") if len(chunks) > 1 else steps:
-            idx = chunks[c][0]
+        for idx, n_prefix in progress(chunks, f"generating ({len(fitted)} prompts)") if len(chunks) > 1 else chunks:
             chunk = [fitted[i] for i in idx]
-            n_prefix = prefixes.get(c, 0)
             kwargs: dict[str, Any] = {}
             if n_prefix:
                 prefix = tuple(chunk[0][0][:n_prefix])
                 if cached is None or cached[0] != prefix:
                     cached = (prefix, self._prefix_cache(prefix))
-                batch = self._pad_middle(n_prefix, [ids[n_prefix:] for ids, _ in chunk], prefix)
+                batch = self._pad_middle(prefix, [ids[n_prefix:] for ids, _ in chunk])
                 kwargs[self._cache_kwarg] = self._repeat_cache(cached[1], len(chunk))
             else:
                 batch = self._pad_left([ids for ids, _ in chunk])
@@ -353,21 +349,15 @@ class HFModel(ModelHandle):
         cache.batch_repeat_interleave(n)
         return cache
 
-    def _pad_middle(self, n_prefix: int, suffixes: list[list[int]], prefix: tuple[int, ...]) -> dict[str, Any]:
-        """``prefix + padding + suffix`` rows: the padding sits between the cached prefix and each suffix, so
-        the prefix's positions are those of the cache; positions come from the mask (padding skipped)."""
+    def _pad_middle(self, prefix: tuple[int, ...], suffixes: list[list[int]]) -> dict[str, Any]:
+        """``prefix + padding + suffix`` rows: the left-padded suffixes after the cached prefix, so the prefix's
+        positions are those of the cache; positions come from the mask (padding skipped)."""
         import torch
 
-        width = max(len(r) for r in suffixes)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(suffixes), n_prefix + width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        ids[:, :n_prefix] = torch.tensor(prefix, dtype=torch.long)
-        mask[:, :n_prefix] = 1
-        for i, r in enumerate(suffixes):
-            ids[i, n_prefix + width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, n_prefix + width - len(r):] = 1
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        batch = self._pad_left(suffixes)
+        head = torch.tensor([prefix], dtype=torch.long, device=self.device).expand(len(suffixes), -1)
+        return {"input_ids": torch.cat([head, batch["input_ids"]], dim=1),
+                "attention_mask": torch.cat([torch.ones_like(head), batch["attention_mask"]], dim=1)}
 
     def _decode(self, row: Any, logits: Any, r: int, cfg: GenerationConfig, n_prompt: int,
                 dropped: int) -> Generation:
