@@ -201,6 +201,11 @@ class LFRSampler(ScheduledSampler):
         with np.errstate(over="ignore"):
             return np.exp(self.last_loss.astype(np.float64))
 
+    def active_indices(self) -> np.ndarray:
+        """The blocks the current phase samples from (a copy)."""
+        self._enter(self.phase_index())
+        return self._active.copy()
+
     def stalled(self) -> np.ndarray:
         """Blocks seen at least twice whose loss never dropped (last record above 99% of the first)."""
         return (self.visits >= 2) & (self.last_loss > 0.99 * self.first_loss)

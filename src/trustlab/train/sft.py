@@ -1,9 +1,13 @@
-"""LoRA supervised fine-tuning of a causal LM with the Hugging Face Trainer and PEFT.
+"""LoRA (or full) supervised fine-tuning of a causal LM with the Hugging Face Trainer and PEFT.
 
 Data: JSONL with one chat example per line, either ``{"messages": [{"role": ..., "content": ...}, ...]}``
 (the last message is the assistant's target) or ``{"prompt": ..., "response": ...}``. The loss covers the
-response tokens only (prompt tokens are labelled -100). Pre-tokenized examples
-(``{"input_ids": [...], "labels": [...]}``) pass through unchanged.
+response tokens only (prompt tokens are labelled -100). ``{"text": ...}`` rows are plain language-model
+text (every token labelled). Pre-tokenized examples (``{"input_ids": [...], "labels": [...]}``) pass
+through unchanged.
+
+A sampler (``sampler=``, e.g. :class:`trustlab.data.MixCD` for rehearsal of old data) decides the batches
+when given; ``callbacks=`` adds Trainer callbacks.
 
 The optimizer is picked by name (``lora-rite``, ``adamw``, ``loraplus``) and handed to the Trainer as
 ``Trainer(optimizers=(opt, sched))``. ``extra_special_tokens`` adds tokens (e.g. an ``[IND]`` indicator)
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,7 @@ class SFTConfig:
         lora_rite_options: extra :class:`~trustlab.optim.LoRARITE` options (lora-rite only).
         response_logits_only: left-pad and run the LM head only where a response token is predicted (the
             same loss; see the module docstring). Needs a model whose ``forward`` takes ``logits_to_keep``.
+        full: train every weight (AdamW) instead of LoRA pairs (``optimizer`` must be ``"adamw"``).
     """
 
     optimizer: str = "lora-rite"
@@ -85,6 +91,7 @@ class SFTConfig:
     stop_after_nonfinite: int = 3
     lora_rite_options: dict[str, Any] = field(default_factory=dict)
     response_logits_only: bool = False
+    full: bool = False
 
 
 class TrainingDivergedError(TrustlabError, RuntimeError):
@@ -167,12 +174,14 @@ def response_loss(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
                                              ignore_index=-100)
 
 
-def _trainer_classes(transformers: Any, patience: int, response_only: bool = False) -> tuple[type, Any]:
-    """A Trainer that keeps every step's loss, and a callback that stops after ``patience`` consecutive
-    non-finite ones. (The Trainer's own log cannot serve: by default it replaces a non-finite loss by the
-    running mean, and without that filter one NaN poisons its loss accumulator for the rest of the run.)"""
+def _trainer_classes(transformers: Any, patience: int, response_only: bool = False,
+                     base: type | None = None) -> tuple[type, Any]:
+    """A Trainer (subclass of ``base``, default ``transformers.Trainer``) that keeps every step's loss, and a
+    callback that stops after ``patience`` consecutive non-finite ones. (The Trainer's own log cannot serve:
+    by default it replaces a non-finite loss by the running mean, and without that filter one NaN poisons
+    its loss accumulator for the rest of the run.)"""
 
-    class RecordingTrainer(transformers.Trainer):
+    class RecordingTrainer(base or transformers.Trainer):
         step_losses: list[float]
 
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
@@ -182,7 +191,7 @@ def _trainer_classes(transformers: Any, patience: int, response_only: bool = Fal
 
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
-            if not response_only:
+            if not response_only or base is not None:  # a sampler's trainer computes per-sample losses itself
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = response_loss(model, inputs)
             return (loss, None) if return_outputs else loss
@@ -207,8 +216,10 @@ def read_examples(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         row = json.loads(line)
-        if not (isinstance(row.get("messages"), list) and row["messages"]) and not ("prompt" in row and "response" in row):
-            raise TrustlabError(f"{path}:{i}: expected {{'messages': [...]}} or {{'prompt': ..., 'response': ...}}")
+        if (not (isinstance(row.get("messages"), list) and row["messages"]) and not ("prompt" in row and "response" in row)
+                and not isinstance(row.get("text"), str)):
+            raise TrustlabError(f"{path}:{i}: expected {{'messages': [...]}}, {{'prompt': ..., 'response': ...}} or "
+                                "{'text': ...}")
         rows.append(row)
     if not rows:
         raise EmptyInputError(f"{path}: no examples")
@@ -226,6 +237,9 @@ def tokenize_example(tokenizer: Any, example: dict[str, Any], max_length: int) -
     if "input_ids" in example:
         ids = list(example["input_ids"])[:max_length]
         return {"input_ids": ids, "labels": list(example.get("labels", ids))[:max_length]}
+    if "text" in example and "messages" not in example and "prompt" not in example:
+        ids = tokenizer(example["text"], add_special_tokens=False)["input_ids"][:max_length]
+        return {"input_ids": ids, "labels": list(ids)}
     messages = as_messages(example)
     if messages[-1]["role"] != "assistant":
         raise TrustlabError("the last message of a training example must be the assistant's")
@@ -276,21 +290,28 @@ def add_lora(model: Any, config: SFTConfig, tokenizer: Any = None) -> Any:
 
 
 def make_optimizer(model: Any, config: SFTConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """The named optimizer over the PEFT model's LoRA pairs, and a warm-up-then-constant schedule."""
+    """The named optimizer over the PEFT model's LoRA pairs (every weight when ``config.full``), and a
+    warm-up-then-constant schedule."""
     from trustlab.optim.factory import create_optimizer
 
     if config.optimizer not in ("lora-rite", "adamw", "loraplus"):
         raise TrustlabError(f"unknown optimizer {config.optimizer!r}; choose lora-rite, adamw or loraplus")
-    extra = dict(config.lora_rite_options) if config.optimizer == "lora-rite" else {}
-    opt = create_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay,
-                           loraplus_ratio=config.loraplus_ratio, **extra)
+    if config.full:
+        if config.optimizer != "adamw":
+            raise TrustlabError(f"full fine-tuning uses adamw; {config.optimizer} optimizes LoRA pairs")
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        extra = dict(config.lora_rite_options) if config.optimizer == "lora-rite" else {}
+        opt = create_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay,
+                               loraplus_ratio=config.loraplus_ratio, **extra)
     warm = max(config.warmup_steps, 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     return opt, sched
 
 
 def lora_finetune(model: Any, tokenizer: Any, examples: list[dict[str, Any]], config: SFTConfig,
-                  output_dir: str | Path | None = None) -> tuple[Any, SFTLog]:
+                  output_dir: str | Path | None = None, *, sampler: Any = None, callbacks: Sequence[Any] = (),
+                  extra_examples: Sequence[dict[str, Any]] = ()) -> tuple[Any, SFTLog]:
     """LoRA fine-tune ``model`` on ``examples`` with the HF Trainer; returns ``(peft_model, log)``.
 
     ``log`` lists the logged losses; it is flagged (``log.diverged``, a warning) when a loss was NaN or
@@ -300,8 +321,13 @@ def lora_finetune(model: Any, tokenizer: Any, examples: list[dict[str, Any]], co
         model: a transformers causal LM (not yet wrapped with PEFT).
         tokenizer: its tokenizer (with a chat template), or None for pre-tokenized examples.
         examples: chat examples (see the module docstring).
-        config: :class:`SFTConfig`.
+        config: :class:`SFTConfig` (``full=True``: every weight, no LoRA; the model itself is returned).
         output_dir: Trainer output folder (nothing is saved there unless you save; default: a temp dir).
+        sampler: a loss-scheduled sampler (e.g. :class:`trustlab.data.MixCD`) over ``examples`` followed by
+            ``extra_examples``, with ``total_steps = config.steps``; batches then come from it
+            (:class:`trustlab.data.hf.SamplerTrainer`) and per-sample losses are fed back to it.
+        callbacks: more ``transformers.TrainerCallback`` objects.
+        extra_examples: pre-tokenized items after ``examples`` (e.g. old pretraining blocks to rehearse).
 
     Example:
         >>> handle = load_model("embedded")
@@ -311,8 +337,8 @@ def lora_finetune(model: Any, tokenizer: Any, examples: list[dict[str, Any]], co
     transformers = require("transformers", "llm")
     if not examples:
         raise EmptyInputError("no training examples")
-    peft_model = add_lora(model, config, tokenizer)
-    data = [tokenize_example(tokenizer, ex, config.max_length) for ex in examples]
+    peft_model = model if config.full else add_lora(model, config, tokenizer)
+    data = [tokenize_example(tokenizer, ex, config.max_length) for ex in [*examples, *extra_examples]]
     opt, sched = make_optimizer(peft_model, config)
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if pad_id is None:
@@ -326,10 +352,17 @@ def lora_finetune(model: Any, tokenizer: Any, examples: list[dict[str, Any]], co
             logging_steps=config.logging_steps, save_strategy="no", report_to=[], seed=config.seed,
             data_seed=config.seed, max_grad_norm=clip, use_cpu=not torch.cuda.is_available(),
             remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0)
-        trainer_cls, stopper = _trainer_classes(transformers, config.stop_after_nonfinite, config.response_logits_only)
+        base = None
+        kwargs: dict[str, Any] = {}
+        if sampler is not None:
+            from trustlab.data.hf import SamplerTrainer
+
+            base, kwargs = SamplerTrainer, {"train_sampler": sampler}
+        trainer_cls, stopper = _trainer_classes(transformers, config.stop_after_nonfinite, config.response_logits_only,
+                                                base)
         trainer = trainer_cls(model=peft_model, args=args, train_dataset=data,
                               data_collator=_collate(pad_id, left=config.response_logits_only),
-                              optimizers=(opt, sched), callbacks=[stopper])
+                              optimizers=(opt, sched), callbacks=[stopper, *callbacks], **kwargs)
         trainer.step_losses = stopper.losses
         trainer.train()
     log = SFTLog(_log_rows(stopper.losses, max(config.logging_steps, 1)), planned_steps=config.steps,
