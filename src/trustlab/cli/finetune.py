@@ -142,9 +142,11 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
     if sampler is not None:
         extra["rehearsed"] = {"samples": int(sampler.rehearsed.sum()), "distinct": int((sampler.rehearsed > 0).sum())}
         if sampler.estimator is not None:
-            extra["mixcd"] = {"alphas": sampler.estimator.alphas.round(4).tolist(),
-                              "observations": sampler.estimator.counts.tolist(),
-                              "bin_sizes": sampler.estimator.sizes.tolist()}
+            # random mixing observes the same statistics without acting on them
+            extra["cd_estimates"] = {"used_for_sampling": rehearsal == "mixcd",
+                                     "alphas": sampler.estimator.alphas.round(4).tolist(),
+                                     "observations": sampler.estimator.counts.tolist(),
+                                     "bin_sizes": sampler.estimator.sizes.tolist()}
     results = {"optimizer": cfg.optimizer, "full": full, "rehearsal": rehearsal, "examples": len(examples),
                "steps": steps, "seconds": seconds, "first_loss": log[0]["loss"] if log else None,
                "final_loss": log[-1]["loss"] if log else None, **extra, **log.flags()}
@@ -157,10 +159,13 @@ def finetune(data: Path, model_spec: str, model_name: str | None, attn_implement
     table = [{k: v for k, v in results.items() if not isinstance(v, dict)}]
     sections = [Section("Training", text=f"{len(examples)} examples, {steps} steps, {cfg.optimizer} at lr {lr:g}; "
                                          f"rehearsal {rehearsal}. {log.describe()}", table=table, images=[image])]
-    if "mixcd" in extra:
-        sections.append(Section("mix-cd estimates per bin (low to high original loss)", table=[
+    if "cd_estimates" in extra:
+        est = extra["cd_estimates"]
+        sections.append(Section("Collateral-damage estimates per bin (low to high original loss)", text=(
+            "mix-cd drew its rehearsal bins from these" if est["used_for_sampling"] else
+            "observed under random mixing, not used for sampling"), table=[
             {"bin": k, "alpha": a, "observations": c, "size": z} for k, (a, c, z) in enumerate(zip(
-                extra["mixcd"]["alphas"], extra["mixcd"]["observations"], extra["mixcd"]["bin_sizes"]))]))
+                est["alphas"], est["observations"], est["bin_sizes"]))]))
     path = run.write_report("Fine-tuning", sections)
     if "forgetting" in extra:
         click.echo(f"old data: loss {extra['old_loss_before']:.3f} -> {extra['old_loss_after']:.3f} "

@@ -15,6 +15,7 @@ schedule. A loaded sampler yields the batches from the saved step on, exactly as
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -53,12 +54,14 @@ def fingerprint(items: Sequence[Any] | np.ndarray | torch.Tensor) -> str:
 
 
 def dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """``(rank, world_size)``: the given values, else those of the initialised ``torch.distributed`` group."""
+    """``(rank, world_size)``: the given values, else those of the initialised ``torch.distributed`` group, else
+    the ``RANK`` / ``WORLD_SIZE`` that torchrun and ``accelerate launch`` set (a sampler is often built before
+    the Trainer initialises the process group), else 0 / 1."""
     live = torch.distributed.is_available() and torch.distributed.is_initialized()
     if world_size is None:
-        world_size = torch.distributed.get_world_size() if live else 1
+        world_size = torch.distributed.get_world_size() if live else int(os.environ.get("WORLD_SIZE", "1"))
     if rank is None:
-        rank = torch.distributed.get_rank() if live else 0
+        rank = torch.distributed.get_rank() if live else int(os.environ.get("RANK", "0"))
     if not 0 <= rank < world_size:
         raise TrustlabError(f"rank {rank} is outside world size {world_size}")
     return rank, world_size

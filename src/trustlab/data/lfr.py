@@ -285,7 +285,7 @@ class LFRSampler(ScheduledSampler):
         self.last_loss[idx] = val
         first = self.visits[idx] == 0
         self.first_loss[idx[first]] = val[first]
-        self.visits[idx] += 1
+        np.add.at(self.visits, idx, 1)  # a block drawn twice in one step (a pass boundary) counts twice
         self.last_step[idx] = self.step
         self.step += 1
 
