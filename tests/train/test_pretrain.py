@@ -116,3 +116,36 @@ def test_vocab_round_trip_and_bad_input(tmp_path: Path):
         SamplerTrainer(model=model, args=transformers.TrainingArguments(str(tmp_path), max_steps=4, report_to=[],
                                                                          use_cpu=True),
                        train_dataset=BlockDataset(blocks), train_sampler=LFRSampler(2, 9, 1))
+
+
+def test_pretrain_cli_writes_model_and_curve_then_resumes(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from trustlab.cli import main
+
+    out = tmp_path / "pt"
+    args = ["pretrain", "--corpus", "pydoc-topics", "--steps", "8", "--batch-size", "4", "--block-len", "32",
+            "--max-blocks", "200", "--hidden", "32", "--layers", "1", "--heads", "2", "--eval-every", "4",
+            "--save-every", "4", "--lfr-schedule", "learn:0.5,focus:0.5:0.3", "--out", str(out)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["schedule"] == "lfr" and res["steps"] == 8 and res["final_val_ppl"] > 1
+    assert [p["kind"] for p in res["phases"]] == ["learn", "focus"] and res["phases"][1]["active"] == 60
+    assert (out / "model" / "config.json").exists() and (out / "model" / "trustlab_vocab.json").exists()
+    assert (out / "perplexity.png").exists() and (out / "report.html").exists()
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 4, 8]
+    r = CliRunner().invoke(main, [*args, "--resume"])  # finished: resumes at step 8 and only re-saves
+    assert r.exit_code == 0, r.output
+    assert [json.loads(line)["step"] for line in (out / "samples.jsonl").read_text().splitlines()] == [0, 4, 8]
+    r = CliRunner().invoke(main, ["pretrain", "--corpus", str(tmp_path / "missing"), "--out", str(out)])
+    assert r.exit_code == 2 and "neither" in r.output
+
+
+def test_nanogpt_style_example_runs(tmp_path: Path):
+    example = Path(__file__).resolve().parents[2] / "examples" / "lfr_nanogpt_loop.py"
+    proc = subprocess.run([sys.executable, str(example), "--steps", "20", "--batch-size", "4", "--block-len", "32",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "events: [('learn', 0," in proc.stdout and "('focus'," in proc.stdout
