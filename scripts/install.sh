@@ -44,10 +44,12 @@ python -m pip install -q "${lock[@]}" "${newest[@]}" -e ".[${extras}]"
 python -m pip install -q --no-deps --require-hashes -r requirements/assets.txt
 if [ "$mode" != "main" ]; then
   # headless Chromium renders report.html in the tests; Debian's python3-doc is the offline English corpus
-  # of `trustlab pretrain` and the LFR / mix-cd reproductions (without it they use the smaller pydoc topics)
+  # of `trustlab pretrain` and the LFR / mix-cd reproductions (without it they use the smaller pydoc topics);
+  # Fashion-MNIST is mix-cd's vision reproduction (without it: scikit-learn digits)
   missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   compgen -G "/usr/share/doc/python3*/html/_sources" >/dev/null || missing+=(python3-doc)
+  dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)  # mix-cd vision part
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

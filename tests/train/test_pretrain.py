@@ -149,3 +149,19 @@ def test_nanogpt_style_example_runs(tmp_path: Path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "events: [('learn', 0," in proc.stdout and "('focus'," in proc.stdout
+
+
+def test_nan_losses_stop_training_with_a_clear_error(tmp_path: Path):
+    from trustlab.data import LFRSampler, NonFiniteLossError
+    from trustlab.train.pretrain import PretrainConfig, pretrain, tiny_llama
+
+    cfg = PretrainConfig(hidden=16, layers=1, heads=2, block_len=8, batch_size=2, steps=10, bf16=False, eval_every=5)
+    model = tiny_llama(16, cfg)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[3] = float("nan")  # any block holding token 3 has a NaN loss
+    blocks = torch.randint(4, 16, (6, 8))
+    blocks[2, 5] = 3
+    sampler = LFRSampler(6, 10, 2, seed=0)
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite"):
+        pretrain(model, blocks, {"val": blocks[:2]}, sampler, cfg, tmp_path, progress=False)
+    assert sampler.visits[2] == 0 and sampler.step < 10  # the bad batch was not recorded
