@@ -42,7 +42,7 @@ def fingerprint(items: Sequence[Any] | np.ndarray | torch.Tensor) -> str:
     """
     h = hashlib.sha256()
     if isinstance(items, torch.Tensor):
-        items = items.numpy()
+        items = items.detach().cpu().numpy()
     if isinstance(items, np.ndarray):
         h.update(str(items.shape).encode())
         h.update(np.ascontiguousarray(items).tobytes())
@@ -91,6 +91,13 @@ def gather_feedback(indices: torch.Tensor, values: torch.Tensor, world_size: int
     return idx, val
 
 
+def as_tensor(values: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``torch.as_tensor`` that also takes numpy views with negative strides (``losses[::-1]``)."""
+    if isinstance(values, np.ndarray):
+        values = np.ascontiguousarray(values)
+    return torch.as_tensor(values, dtype=dtype)
+
+
 def check_finite(values: torch.Tensor, what: str) -> None:
     if not bool(torch.isfinite(values).all()):
         bad = int((~torch.isfinite(values)).sum())
@@ -128,7 +135,8 @@ class ScheduledSampler(torch.utils.data.Sampler[int]):
     :meth:`batches` yields them per step, for ``DataLoader(batch_sampler=...)``.
 
     Attributes:
-        step: batches consumed so far (advanced by :meth:`update`, or by iteration when no feedback comes).
+        step: batches consumed so far (advanced by :meth:`update` only: iterating without feedback yields the
+            remaining steps but leaves it, so a new iteration starts again from it).
     """
 
     kind = "scheduled"
@@ -186,14 +194,15 @@ class ScheduledSampler(torch.utils.data.Sampler[int]):
         return self.total_steps - self.step
 
     def _feedback(self, indices: Any, values: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-        idx = torch.as_tensor(indices).reshape(-1)
-        val = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
+        idx = as_tensor(indices).reshape(-1)
+        val = as_tensor(values, torch.float32).reshape(-1)
         if idx.numel() != val.numel():
             raise TrustlabError(f"{idx.numel()} indices but {val.numel()} {what}")
         idx, val = gather_feedback(idx, val, self.world_size)
         check_finite(val, what)
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n_items):
-            raise TrustlabError(f"feedback for index {int(idx.max())} outside the dataset of {self.n_items} items")
+        outside = (idx < 0) | (idx >= self.n_items)
+        if bool(outside.any()):
+            raise TrustlabError(f"feedback for index {int(idx[outside][0])} outside the dataset of {self.n_items} items")
         return idx.numpy(), val.numpy()
 
     # --- state -------------------------------------------------------------------------------------------

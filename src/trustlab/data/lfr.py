@@ -48,7 +48,13 @@ from typing import Any
 
 import numpy as np
 
-from trustlab.data._base import SamplerStateError, ScheduledSampler, arrays_from_state, arrays_to_state
+from trustlab.data._base import (
+    SamplerStateError,
+    ScheduledSampler,
+    arrays_from_state,
+    arrays_to_state,
+    fingerprint,
+)
 from trustlab.errors import TrustlabError
 
 PHASE_KINDS = ("learn", "focus", "review")
@@ -219,7 +225,8 @@ class LFRSampler(ScheduledSampler):
             np.flatnonzero(self.clusters == c) for c in np.unique(self.clusters)]
         kept = []
         for members in groups:
-            k = max(1, math.ceil(keep * len(members)))
+            # round first: keep * n carries float error (0.07 * 100 = 7.000000000000001 would keep 8)
+            k = max(1, math.ceil(round(keep * len(members), 9)))
             # hardest first; ties (e.g. unseen blocks) broken by index for determinism
             order = members[np.lexsort((members, -self.last_loss[members]))]
             kept.append(order[:k])
@@ -292,13 +299,14 @@ class LFRSampler(ScheduledSampler):
     # --- state ---------------------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
         return {**super()._identity(), "schedule": [[p.kind, p.length, p.keep] for p in self.schedule],
-                "focus_sampling": self.focus_sampling, "exclude_stalled": self.exclude_stalled}
+                "focus_sampling": self.focus_sampling, "exclude_stalled": self.exclude_stalled,
+                "clusters": None if self.clusters is None else fingerprint(self.clusters)}
 
     def _check_identity(self, state: dict[str, Any]) -> None:
         super()._check_identity(state)
         saved = state["identity"]
         mine = self._identity()
-        for key in ("schedule", "focus_sampling", "exclude_stalled"):
+        for key in ("schedule", "focus_sampling", "exclude_stalled", "clusters"):
             if saved.get(key) != mine[key]:
                 raise SamplerStateError(f"the saved LFR state has another {key}: {saved.get(key)} (now {mine[key]})")
 

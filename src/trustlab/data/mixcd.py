@@ -27,8 +27,8 @@ Example:
     >>> picker = CollateralDamageSampler(prior_loss, n_bins=10, seed=0)
     >>> old = picker.sample(16)                                   # 16 old-sample indices
     >>> picker.observe(old, correct_now=np.ones(16, bool))        # none damaged yet
-    >>> picker.alphas.round(2)[:3]
-    array([0.45, 0.45, 0.45])
+    >>> sorted(set(picker.alphas.round(2).tolist()))                # observed bins moved, the others kept 0.5
+    [0.45, 0.5]
 
 References:
     Bai, Yeh, Hsieh, Taly. "Which Pretrain Samples to Rehearse when Finetuning Pretrained Models?"
@@ -49,6 +49,7 @@ from trustlab.data._base import (
     ScheduledSampler,
     arrays_from_state,
     arrays_to_state,
+    as_tensor,
     check_finite,
     fingerprint,
     seeded_rng,
@@ -101,7 +102,8 @@ class CollateralDamageSampler:
     Args:
         prior_loss: (N,) the original model's loss on each old sample.
         prior_correct: (N,) bool, whether the original model got it right (default: all True).
-        bins: (N,) bin id per sample (default: :func:`assign_bins` of ``prior_loss`` into ``n_bins``).
+        bins: (N,) bin id per sample (default: :func:`assign_bins` of the candidates' ``prior_loss`` into
+            ``n_bins``).
         n_bins: quantile bins when ``bins`` is None.
         epsilon: share of uniform exploration over bins (> 0).
         gamma: EMA rate of the per-bin CD estimate.
@@ -130,7 +132,13 @@ class CollateralDamageSampler:
                                 "is never observed again")
         if not 0.0 < gamma <= 1.0:
             raise TrustlabError(f"gamma {gamma} must be in (0, 1]")
-        bins = assign_bins(self.prior_loss, n_bins=n_bins) if bins is None else np.asarray(bins, np.int64)
+        if bins is None:  # quantiles over the candidates (spec 3.2), not over all samples: prior-wrong samples
+            # sit mostly at high loss and would leave the top bins nearly empty of candidates
+            bins = np.zeros(n, np.int64)  # prior-wrong: bin 0 (never drawn), or their own bin below
+            if self.prior_correct.any():
+                bins[self.prior_correct] = assign_bins(self.prior_loss[self.prior_correct], n_bins=n_bins)
+        else:
+            bins = np.asarray(bins, np.int64)
         if len(bins) != n:
             raise TrustlabError(f"{len(bins)} bin ids for {n} samples")
         if include_prior_wrong:
@@ -257,7 +265,7 @@ class MixCD(ScheduledSampler):
         prior_loss = np.asarray(prior_loss, dtype=np.float64)
         if policy != "none" and prior_loss.size == 0:
             raise EmptyInputError("no old samples to rehearse")
-        check_finite(torch.as_tensor(prior_loss), "original-model losses")
+        check_finite(as_tensor(prior_loss), "original-model losses")
         self.n_new, self.n_old = int(n_new), int(prior_loss.size)
         super().__init__(self.n_new + self.n_old, total_steps, batch_size, seed=seed, rank=rank,
                          world_size=world_size, fingerprint=fingerprint)
@@ -266,6 +274,9 @@ class MixCD(ScheduledSampler):
             include_prior_wrong=include_prior_wrong, seed=seed)
         self.correct_fn = correct_fn or loss_rule(prior_loss, delta)
         self.rehearsed = np.zeros(self.n_old, np.int64)  # times each old sample was rehearsed
+        # global batches drawn but not yet fed back, by step: drawing advances the estimator's pass positions,
+        # so a step drawn twice (a peek, a restarted iterator) must give the same batch, not new draws
+        self._pending: dict[int, np.ndarray] = {}
 
     @property
     def step_size(self) -> int:
@@ -282,6 +293,12 @@ class MixCD(ScheduledSampler):
         return self.num_batches() * self.step_size
 
     def _global_batch(self, step: int) -> np.ndarray:
+        if step in self._pending:
+            return self._pending[step]
+        self._pending[step] = batch = self._draw(step)
+        return batch
+
+    def _draw(self, step: int) -> np.ndarray:
         g = self.global_batch
         new = np.empty(g, np.int64)
         for j in range(g):
@@ -308,6 +325,8 @@ class MixCD(ScheduledSampler):
         if self.estimator is not None and old.any():
             self.estimator.observe(o_idx, self.correct_fn(o_idx, val[old]))
         self.step += 1
+        for done in [s for s in self._pending if s < self.step]:
+            del self._pending[done]
 
     def _identity(self) -> dict[str, Any]:
         return {**super()._identity(), "policy": self.policy, "rehearsal": self.rehearsal, "n_new": self.n_new}
@@ -319,10 +338,18 @@ class MixCD(ScheduledSampler):
                 raise SamplerStateError(f"the saved mix-cd state has another {key}: {state['identity'].get(key)}")
 
     def _state(self) -> dict[str, Any]:
-        return {"rehearsed": arrays_to_state(self, ("rehearsed",))["rehearsed"],
-                "estimator": self.estimator.state_dict() if self.estimator is not None else None}
+        estimator = None
+        if self.estimator is not None:
+            estimator = self.estimator.state_dict()
+            ahead = [b[self.global_batch:] - self.n_new for s, b in self._pending.items() if s >= self.step]
+            if self.policy == "mixcd" and ahead:  # batches drawn ahead belong to the steps after this state
+                est = self.estimator
+                estimator["draws"] = estimator["draws"] - torch.from_numpy(
+                    np.bincount(est.bins[np.concatenate(ahead)], minlength=est.n_bins))
+        return {"rehearsed": arrays_to_state(self, ("rehearsed",))["rehearsed"], "estimator": estimator}
 
     def _load(self, state: dict[str, Any]) -> None:
         arrays_from_state(self, state, ("rehearsed",))
+        self._pending = {}
         if self.estimator is not None:
             self.estimator.load_state_dict(state["estimator"])
