@@ -97,6 +97,7 @@ def test_vocab_round_trip_and_bad_input(tmp_path: Path):
 
     from trustlab.data import LFRSampler
     from trustlab.data.hf import SamplerTrainer
+    from trustlab.data.lfr import RANDOM_SCHEDULE
     from trustlab.train.pretrain import BlockDataset, PretrainConfig, Vocab, pretrain, tiny_llama
 
     blocks = torch.tensor([[5, 9, 40, 9], [40, 40, 5, 7]])
@@ -109,13 +110,13 @@ def test_vocab_round_trip_and_bad_input(tmp_path: Path):
     cfg = PretrainConfig(hidden=16, layers=1, heads=2, block_len=4, batch_size=2, steps=4, bf16=False)
     model = tiny_llama(len(vocab), cfg)
     with pytest.raises(TrustlabError, match="block_len >= 2"):
-        pretrain(model, torch.zeros(3, 1, dtype=torch.long), {}, LFRSampler(3, 4, 2), cfg, tmp_path)
+        pretrain(model, torch.zeros(3, 1, dtype=torch.long), {}, LFRSampler(3, 4, 2, RANDOM_SCHEDULE), cfg, tmp_path)
     with pytest.raises(TrustlabError, match="covers 7 blocks"):
-        pretrain(model, vocab.encode(blocks), {}, LFRSampler(7, 4, 2), cfg, tmp_path)
+        pretrain(model, vocab.encode(blocks), {}, LFRSampler(7, 4, 2, RANDOM_SCHEDULE), cfg, tmp_path)
     with pytest.raises(TrustlabError, match="plans 9 batches"):
         SamplerTrainer(model=model, args=transformers.TrainingArguments(str(tmp_path), max_steps=4, report_to=[],
                                                                          use_cpu=True),
-                       train_dataset=BlockDataset(blocks), train_sampler=LFRSampler(2, 9, 1))
+                       train_dataset=BlockDataset(blocks), train_sampler=LFRSampler(2, 9, 1, RANDOM_SCHEDULE))
 
 
 def test_pretrain_cli_writes_model_and_curve_then_resumes(tmp_path: Path):

@@ -160,6 +160,7 @@ class CollateralDamageSampler:
         self.draws = np.zeros(self.n_bins, np.int64)  # samples drawn per bin (the position in its passes)
         self.seed = int(seed)
         self._perms = PermutationCache()
+        self.calls = 0  # sample() calls without a step
 
     def probabilities(self) -> np.ndarray:
         """Bin probabilities: ``(1 - epsilon) * alpha * size / sum + epsilon / non-empty bins``."""
@@ -169,8 +170,14 @@ class CollateralDamageSampler:
         p = uniform if expected.sum() <= 0 else (1 - self.epsilon) * expected / expected.sum() + self.epsilon * uniform
         return p / p.sum()
 
-    def sample(self, n: int, step: int = 0) -> np.ndarray:
-        """``n`` old-sample indices: bins by :meth:`probabilities`, samples without replacement in each bin."""
+    def sample(self, n: int, step: int | None = None) -> np.ndarray:
+        """``n`` old-sample indices: bins by :meth:`probabilities`, samples without replacement in each bin.
+
+        ``step`` keys the bin draw (a scheduled caller passes its step, so a redrawn step is the same draw);
+        without it every call draws afresh (a counter of such calls, saved with the state).
+        """
+        if step is None:
+            step, self.calls = -1 - int(self.calls), self.calls + 1
         rng = seeded_rng(self.seed, step, 7)
         per_bin = np.bincount(rng.choice(self.n_bins, size=n, p=self.probabilities()), minlength=self.n_bins)
         out = [self._take(k, int(c)) for k, c in enumerate(per_bin) if c]
@@ -204,12 +211,17 @@ class CollateralDamageSampler:
     _ARRAYS = ("alphas", "counts", "damaged", "draws")
 
     def state_dict(self) -> dict[str, Any]:
-        return {**arrays_to_state(self, self._ARRAYS), "bins_fingerprint": fingerprint(self.bins)}
+        return {**arrays_to_state(self, self._ARRAYS), "bins_fingerprint": fingerprint(self.bins),
+                "calls": int(self.calls), "epsilon": self.epsilon, "gamma": self.gamma}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("bins_fingerprint") != fingerprint(self.bins):
             raise SamplerStateError("the saved mix-cd state was made with other bins or other old data")
+        for key in ("epsilon", "gamma"):
+            if key in state and state[key] != getattr(self, key):
+                raise SamplerStateError(f"the saved mix-cd state has {key} {state[key]}, this sampler {getattr(self, key)}")
         arrays_from_state(self, state, self._ARRAYS)
+        self.calls = int(state.get("calls", 0))
 
 
 class MixCD(ScheduledSampler):
