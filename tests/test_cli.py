@@ -121,6 +121,7 @@ def _readme_commands() -> list[list[str]]:
 def test_the_readme_commands_parse(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "chats.jsonl").write_text('{"prompt": "hi", "response": "hello"}\n')
+    (tmp_path / "sums.jsonl").write_text('{"prompt": "12+30=", "response": "42"}\n')
     lines = _readme_commands()
     assert len(lines) >= 10
     for words in lines:
@@ -159,6 +160,9 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
                                "--demo-trials", "0", "--max-new-tokens", "16", "--strategy", "cot"], None),
         ("mop",): (["arith-count-sort", *m, "--budget", "1", "--experts", "2", "--num-samples", "1", "--pool", "4",
                     "--eval", "2", "--test", "2"], None),
+        ("pretrain",): (["--corpus", "pydoc-topics", "--steps", "2", "--batch-size", "2", "--block-len", "16",
+                         "--max-blocks", "20", "--hidden", "16", "--layers", "1", "--heads", "2", "--eval-every", "1",
+                         "--lfr-schedule", "learn:0.5,focus:0.5:0.5"], None),
         # the expansion prompt is longer than the tiny model's 512 positions: the embedded SmolLM2 instead
         ("expand-beyondx",): (["--model", "embedded", "--levels", "2", "--n", "1", "--max-new-tokens", "8"], None),
     }
