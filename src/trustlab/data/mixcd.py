@@ -232,7 +232,8 @@ class MixCD(ScheduledSampler):
     (shuffled passes over the new data) and ``rehearsal`` old ones, chosen by ``policy``:
 
     * ``"none"``: no rehearsal (``rehearsal`` must be 0 or is ignored);
-    * ``"random"``: uniform over the candidates (the random-mixing baseline);
+    * ``"random"``: uniform over the candidates, in shuffled passes (the random-mixing baseline; passes, so it
+      covers as many distinct old samples as mix-cd's within-bin passes do);
     * ``"mixcd"``: :class:`CollateralDamageSampler`.
 
     :meth:`update` takes the per-sample losses of the batch (from the training forward pass) and feeds the
@@ -310,18 +311,23 @@ class MixCD(ScheduledSampler):
         self._pending[step] = batch = self._draw(step)
         return batch
 
+    def _passes(self, n: int, start: int, count: int, key: int) -> np.ndarray:
+        """Positions ``start .. start + count`` of consecutive shuffled passes over ``range(n)``."""
+        out = np.empty(count, np.int64)
+        for j in range(count):
+            cycle, offset = divmod(start + j, n)
+            out[j] = self._permutation(n, cycle, key)[offset]
+        return out
+
     def _draw(self, step: int) -> np.ndarray:
         g = self.global_batch
-        new = np.empty(g, np.int64)
-        for j in range(g):
-            cycle, offset = divmod(step * g + j, self.n_new)
-            new[j] = self._permutation(self.n_new, cycle, 11)[offset]
+        new = self._passes(self.n_new, step * g, g, 11)
         if not self.rehearsal:
             return new
         r = self.rehearsal * self.world_size
-        if self.policy == "random":
+        if self.policy == "random":  # shuffled passes over the candidates, as mix-cd's within-bin draws
             cands = self.estimator.candidates
-            old = cands[self._rng(step, 13).choice(len(cands), size=r, replace=len(cands) < r)]
+            old = cands[self._passes(len(cands), step * r, r, 13)]
         else:
             old = self.estimator.sample(r, step)
             old = old[self._rng(step, 17).permutation(len(old))]  # bins interleaved across ranks
