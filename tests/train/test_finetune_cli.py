@@ -31,7 +31,7 @@ def test_finetune_writes_run_folder_and_adapter(tmp_path, tokenizer, monkeypatch
 
 def test_finetune_rejects_bad_jsonl(tmp_path):
     data = tmp_path / "bad.jsonl"
-    data.write_text(json.dumps({"text": "no prompt"}))
+    data.write_text(json.dumps({"question": "no prompt"}))  # ({"text": ...} rows are plain LM text)
     res = CliRunner().invoke(main, ["finetune", str(data), "--out", str(tmp_path / "run")])
     assert res.exit_code == 2 and "expected" in res.output
 
