@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.servers import free_port
 from trustlab.errors import TrustlabError
 
 WORKER = Path(__file__).with_name("pretrain_worker.py")
@@ -65,16 +65,10 @@ def test_killed_and_resumed_run_keeps_the_same_order(tmp_path: Path, schedule: s
     assert [r["step"] for r in history] == [0, 10, 20, 30]  # the lost evaluation at 20 is not duplicated
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_torchrun_pretraining_splits_every_step(tmp_path: Path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     assert torchrun, "torchrun is not installed"
-    cmd = [torchrun, "--nproc_per_node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
+    cmd = [torchrun, "--nproc_per_node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
            str(WORKER), str(tmp_path), "lfr"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr[-4000:]

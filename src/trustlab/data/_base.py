@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,6 +126,19 @@ class PermutationCache:
         while len(self._store) > self.size:
             self._store.pop(next(iter(self._store)))
         return perm
+
+
+def passes(n: int, start: int, count: int, perm_of: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Positions ``start .. start + count`` of consecutive shuffled passes over ``range(n)``; ``perm_of(cycle)``
+    is pass ``cycle``'s permutation. Slices, not one lookup per item: a batch spans at most two passes."""
+    out = np.empty(count, np.int64)
+    filled = 0
+    while filled < count:
+        cycle, offset = divmod(start + filled, n)
+        take = min(count - filled, n - offset)
+        out[filled:filled + take] = perm_of(cycle)[offset:offset + take]
+        filled += take
+    return out
 
 
 class ScheduledSampler(torch.utils.data.Sampler[int]):

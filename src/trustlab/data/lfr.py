@@ -54,6 +54,7 @@ from trustlab.data._base import (
     arrays_from_state,
     arrays_to_state,
     fingerprint,
+    passes,
 )
 from trustlab.errors import TrustlabError
 
@@ -276,15 +277,7 @@ class LFRSampler(ScheduledSampler):
             return active[np.argpartition(-keys, g - 1)[:g]]
         # uniform without replacement: consecutive slices of one permutation per pass over the active set
         pos = (step - self.phase_starts[p]) * g
-        out = np.empty(g, np.int64)
-        filled = 0
-        while filled < g:
-            cycle, offset = divmod(pos + filled, len(active))
-            perm = self._permutation(len(active), p, cycle)
-            take = min(g - filled, len(active) - offset)
-            out[filled:filled + take] = active[perm[offset:offset + take]]
-            filled += take
-        return out
+        return active[passes(len(active), pos, g, lambda cycle: self._permutation(len(active), p, cycle))]
 
     # --- feedback ------------------------------------------------------------------------------------------
     def update(self, indices: Any, losses: Any) -> None:

@@ -52,6 +52,7 @@ from trustlab.data._base import (
     as_tensor,
     check_finite,
     fingerprint,
+    passes,
     seeded_rng,
 )
 from trustlab.errors import EmptyInputError, TrustlabError
@@ -184,12 +185,11 @@ class CollateralDamageSampler:
         return np.concatenate(out) if out else np.empty(0, np.int64)
 
     def _take(self, k: int, count: int) -> np.ndarray:
-        members, taken = self.members[k], []
-        for pos in range(self.draws[k], self.draws[k] + count):
-            cycle, offset = divmod(pos, len(members))
-            taken.append(members[self._perms.get(len(members), self.seed, k, cycle)[offset]])
+        members = self.members[k]
+        taken = members[passes(len(members), int(self.draws[k]), count,
+                               lambda cycle: self._perms.get(len(members), self.seed, k, cycle))]
         self.draws[k] += count
-        return np.array(taken, np.int64)
+        return taken
 
     def observe(self, indices: Sequence[int], correct_now: Sequence[bool]) -> None:
         """Update the estimates of the bins seen, from whether each rehearsed sample is still right."""
@@ -311,23 +311,15 @@ class MixCD(ScheduledSampler):
         self._pending[step] = batch = self._draw(step)
         return batch
 
-    def _passes(self, n: int, start: int, count: int, key: int) -> np.ndarray:
-        """Positions ``start .. start + count`` of consecutive shuffled passes over ``range(n)``."""
-        out = np.empty(count, np.int64)
-        for j in range(count):
-            cycle, offset = divmod(start + j, n)
-            out[j] = self._permutation(n, cycle, key)[offset]
-        return out
-
     def _draw(self, step: int) -> np.ndarray:
         g = self.global_batch
-        new = self._passes(self.n_new, step * g, g, 11)
+        new = passes(self.n_new, step * g, g, lambda cycle: self._permutation(self.n_new, cycle, 11))
         if not self.rehearsal:
             return new
         r = self.rehearsal * self.world_size
         if self.policy == "random":  # shuffled passes over the candidates, as mix-cd's within-bin draws
             cands = self.estimator.candidates
-            old = cands[self._passes(len(cands), step * r, r, 13)]
+            old = cands[passes(len(cands), step * r, r, lambda cycle: self._permutation(len(cands), cycle, 13))]
         else:
             old = self.estimator.sample(r, step)
             old = old[self._rng(step, 17).permutation(len(old))]  # bins interleaved across ranks
