@@ -31,6 +31,7 @@ from trustlab.report.io import read_json, write_json
 from trustlab.report.schema import Claim, write_summary
 
 POLICIES = ("none", "random", "mixcd")
+DELTA = 0.1  # nats: a rehearsed block whose loss rose by more is damaged (the sampler's rule and the measure)
 
 
 def _sizes(quick: bool) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def _finetune_unit(base: dict[str, Any], policy: str, seed: int, sizes: dict[str
     old = [{"input_ids": b.tolist(), "labels": b.tolist()} for b in base["pool"]]
     r = sizes["rehearsal"]
     sampler = MixCD(len(base["new_train"]), prior_loss.numpy(), sizes["steps"], sizes["batch_size"],
-                    r if policy != "none" else 0, policy, seed=seed,
+                    r if policy != "none" else 0, policy, delta=DELTA, seed=seed,
                     fingerprint=fingerprint([*(x["input_ids"] for x in base["new_train"]), *base["pool"]]))
     cfg = SFTConfig(optimizer="adamw", full=True, lr=sizes["lr"], steps=sizes["steps"],
                     batch_size=sizes["batch_size"] + sampler.rehearsal, max_length=64, seed=seed,
@@ -137,7 +138,7 @@ def _finetune_unit(base: dict[str, Any], policy: str, seed: int, sizes: dict[str
     pool_after = block_losses(model, base["pool"])
     em, answer_loss = answer_scores(model, base["new_test"])
     est = sampler.estimator
-    damaged = (pool_after > prior_loss + 0.1).numpy()
+    damaged = (pool_after > prior_loss + DELTA).numpy()
     bins = est.bins if est is not None else None
     row = {"policy": policy, "seed": seed, "forgetting": (val_after - val_before).tolist(), "exact_match": em.tolist(),
            "answer_loss": answer_loss.tolist(),
@@ -185,7 +186,7 @@ def run_lm(out: Path, *, quick: bool = False) -> tuple[list[Claim], dict[str, An
                       f"of {len(base['vocab'])} ids)", "quick": quick, "data": base["corpus"]["source"],
              "new_task": "2-3 digit addition, full fine-tuning (AdamW)", **{k: v for k, v in sizes.items()
                                                                           if k != "seeds"},
-             "seeds": list(sizes["seeds"]), "delta": 0.1, "n_bins": 10, "epsilon": 0.1, "gamma": 0.1}
+             "seeds": list(sizes["seeds"]), "delta": DELTA, "n_bins": 10, "epsilon": 0.1, "gamma": 0.1}
     summary = {
         p: {"forgetting": float(pooled(p, "forgetting").mean()), "exact_match": float(pooled(p, "exact_match").mean()),
             "answer_loss": float(pooled(p, "answer_loss").mean()),
