@@ -46,6 +46,8 @@ METHOD_MODULES: tuple[str, ...] = (
     "trustlab.prompting.mop_method",
     "trustlab.data.lfr_method",
     "trustlab.data.mixcd_method",
+    "trustlab.explain.method",
+    "trustlab.attribution.method",
 )
 
 
@@ -103,8 +105,6 @@ def _planned(id: str, title: str, area: str, spec: str) -> MethodRecord:
 # moves it from here to a record in its own package (plus its line in METHOD_MODULES).
 PLANNED: tuple[MethodRecord, ...] = (
     _planned("lsp", "LLM-based Symbolic Programs + IL-Bench", "steer", "lsp-ilbench.md"),
-    _planned("concept-gradient", "Concept Gradient", "explain", "concept-gradient.md"),
-    _planned("diffusion-tracin", "Diffusion-TracIn / ReTrac attribution", "explain", "diffusion-tracin-retrac.md"),
     _planned("memorization-fingerprint", "ViT-layer memorization fingerprints", "explain",
              "memorization-fingerprint.md"),
     _planned("dpo-diff", "DPO-Diff prompt optimization for text-to-image", "explain", "dpo-diff.md"),

