@@ -19,7 +19,18 @@ from typing import Any
 from trustlab.errors import ModelSpecError, TrustlabError
 from trustlab.models.base import Capabilities, Generation, GenerationConfig, ModelHandle, Prompt
 
-__all__ = ["Capabilities", "Generation", "GenerationConfig", "ModelHandle", "Prompt", "load_model"]
+__all__ = ["Capabilities", "Generation", "GenerationConfig", "ModelHandle", "Prompt", "VisionModel", "load_model",
+           "load_vision_model"]
+
+
+def __getattr__(name: str) -> Any:
+    """``load_vision_model`` and ``VisionModel`` from :mod:`trustlab.models.vision`, imported on first use
+    (it imports torch)."""
+    if name in ("load_vision_model", "VisionModel"):
+        from trustlab.models import vision
+
+        return getattr(vision, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _HF_KEYS = {"attn_implementation", "dtype", "device", "batch_size", "threads"}
 _OPENAI_KEYS = {"model_name", "api_key", "max_concurrency", "timeout", "max_retries", "backoff", "max_context",
