@@ -165,6 +165,11 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
                          "--lfr-schedule", "learn:0.5,focus:0.5:0.5"], None),
         # the expansion prompt is longer than the tiny model's 512 positions: the embedded SmolLM2 instead
         ("expand-beyondx",): (["--model", "embedded", "--levels", "2", "--n", "1", "--max-new-tokens", "8"], None),
+        # a DDPM, then attribution over its run folder (train-ddpm's --out, made just before)
+        ("train-ddpm",): (["--limit", "40", "--epochs", "2", "--checkpoints", "2", "--batch-size", "16", "--timesteps",
+                           "50", "--widths", "8,16", "--groups", "4", "--device", "cpu"], None),
+        ("attribute",): (["--run", str(tmp / "train-ddpm"), "--queries", "test:2", "--n-avg", "2", "--n-noise", "1",
+                          "--device", "cpu"], None),
     }
 
 

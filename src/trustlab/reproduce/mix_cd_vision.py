@@ -41,9 +41,7 @@ plan (sizes and data); the prior model of a seed is trained only if one of its u
 
 from __future__ import annotations
 
-import gzip
 import math
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trustlab.bench.fashion_mnist import fashion_mnist_files, read_idx
 from trustlab.data.mixcd import CollateralDamageSampler, assign_bins
 from trustlab.errors import DataFileError, MissingExtraError
 from trustlab.report import Claim, append_jsonl, config_hash, plt, read_jsonl, write_json
@@ -69,51 +68,12 @@ FULL = {"n_prior": 20000, "n_new": 10000, "n_test": 10000, "hidden": 256, "prior
         "steps": 500, "batch": 64, "lr": 1e-3, "eval_every": 50, "n_bins": 10, "epsilon": 0.1, "gamma": 0.1}
 QUICK = {**FULL, "n_prior": 2000, "n_new": 1000, "n_test": 1000, "steps": 60, "eval_every": 20}
 DIGITS = {"n_prior": 900, "n_new": 397, "n_test": 500}  # 1797 images in all
-FASHION_FILES = {"train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
-                 "test_images": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz"}
 _ARM_CODE = {a: i for i, a in enumerate(ARMS)}
 
 
 # --------------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------------
-
-
-def fashion_mnist_files() -> dict[str, Path] | None:
-    """The four IDX files of Debian's ``dataset-fashion-mnist``, as listed by ``dpkg -L``; None when the
-    package (or dpkg) is missing or a file is absent."""
-    try:
-        listing = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True, text=True,
-                                 timeout=60, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if listing.returncode != 0:
-        return None
-    found = {}
-    for line in listing.stdout.splitlines():
-        path = Path(line.strip())
-        for key, name in FASHION_FILES.items():
-            if path.name == name and path.is_file():
-                found[key] = path
-    return found if len(found) == len(FASHION_FILES) else None
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """A gzipped IDX file of unsigned bytes: images (magic 2051, 16-byte header) or labels (2049, 8 bytes)."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    magic = int.from_bytes(raw[:4], "big")
-    if magic == 2051:
-        n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
-        shape, start = (n, rows, cols), 16
-    elif magic == 2049:
-        shape, start = (int.from_bytes(raw[4:8], "big"),), 8
-    else:
-        raise DataFileError(f"{path} is not an IDX file of unsigned bytes (magic number {magic})")
-    data = np.frombuffer(raw, dtype=np.uint8, offset=start)
-    if data.size != math.prod(shape):
-        raise DataFileError(f"{path}: the header promises {math.prod(shape)} values, the file holds {data.size}")
-    return data.reshape(shape)
 
 
 def rotate(x: torch.Tensor, side: int) -> torch.Tensor:
