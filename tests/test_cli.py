@@ -146,6 +146,8 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
     data = tmp / "chats.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": f"What is {i}+1?", "response": str(i + 1)}) for i in range(3)))
     m = ["--model", model]
+    image = tmp / "garment.png"
+    _garment_png(image)
     return {
         ("generate",): (["Name a colour.", *m, "--max-new-tokens", "3"], None),
         ("chat",): ([*m, "--max-new-tokens", "3"], "Hello\n\n"),
@@ -170,7 +172,19 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
                            "50", "--widths", "8,16", "--groups", "4", "--device", "cpu"], None),
         ("attribute",): (["--run", str(tmp / "train-ddpm"), "--queries", "test:2", "--n-avg", "2", "--n-noise", "1",
                           "--device", "cpu"], None),
+        ("concepts",): ([str(image), "--train-images", "10", "--concept-model", str(tmp / "concept-heads.pt")], None),
     }
+
+
+def _garment_png(path: Path) -> None:
+    """A light trouser-like shape on black, 28x28 (how `trustlab concepts` reads images)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[3:26, 9:13] = pixels[3:26, 15:19] = 200
+    pixels[3:8, 9:19] = 220
+    Image.fromarray(pixels).save(path)
 
 
 # What the others write instead (the README's Command line section says the same).
