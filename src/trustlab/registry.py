@@ -48,6 +48,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "trustlab.data.mixcd_method",
     "trustlab.explain.method",
     "trustlab.attribution.method",
+    "trustlab.programs.method",
 )
 
 
@@ -104,7 +105,6 @@ def _planned(id: str, title: str, area: str, spec: str) -> MethodRecord:
 # Methods with a spec but no code yet: the README table lists them as not yet implemented. Implementing one
 # moves it from here to a record in its own package (plus its line in METHOD_MODULES).
 PLANNED: tuple[MethodRecord, ...] = (
-    _planned("lsp", "LLM-based Symbolic Programs + IL-Bench", "steer", "lsp-ilbench.md"),
     _planned("memorization-fingerprint", "ViT-layer memorization fingerprints", "explain",
              "memorization-fingerprint.md"),
     _planned("dpo-diff", "DPO-Diff prompt optimization for text-to-image", "explain", "dpo-diff.md"),
