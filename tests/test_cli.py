@@ -173,6 +173,9 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
         ("attribute",): (["--run", str(tmp / "train-ddpm"), "--queries", "test:2", "--n-avg", "2", "--n-noise", "1",
                           "--device", "cpu"], None),
         ("concepts",): ([str(image), "--train-images", "10", "--concept-model", str(tmp / "concept-heads.pt")], None),
+        ("fingerprint",): (["digits:train", "--limit-train", "200", "--limit-test", "100", "--limit-generated", "100",
+                            "--input-size", "28", "--k", "3", "--min-cell", "5", "--cache", str(tmp / "fingerprint-emb")],
+                           None),
     }
 
 

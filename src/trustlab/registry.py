@@ -49,6 +49,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "trustlab.explain.method",
     "trustlab.attribution.method",
     "trustlab.programs.method",
+    "trustlab.forensics.method",
 )
 
 
@@ -105,8 +106,6 @@ def _planned(id: str, title: str, area: str, spec: str) -> MethodRecord:
 # Methods with a spec but no code yet: the README table lists them as not yet implemented. Implementing one
 # moves it from here to a record in its own package (plus its line in METHOD_MODULES).
 PLANNED: tuple[MethodRecord, ...] = (
-    _planned("memorization-fingerprint", "ViT-layer memorization fingerprints", "explain",
-             "memorization-fingerprint.md"),
     _planned("dpo-diff", "DPO-Diff prompt optimization for text-to-image", "explain", "dpo-diff.md"),
     _planned("mossbench", "MOSSBench oversensitivity benchmark", "defend", "mossbench.md"),
 )
