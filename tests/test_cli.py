@@ -122,6 +122,8 @@ def test_the_readme_commands_parse(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "chats.jsonl").write_text('{"prompt": "hi", "response": "hello"}\n')
     (tmp_path / "sums.jsonl").write_text('{"prompt": "12+30=", "response": "42"}\n')
+    for name in ("shoe.png", "coat.png", "samples.npy", "unknown.npy"):  # files the README's lines name
+        (tmp_path / name).write_bytes(b"")
     lines = _readme_commands()
     assert len(lines) >= 10
     for words in lines:
