@@ -148,6 +148,9 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
     data = tmp / "chats.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": f"What is {i}+1?", "response": str(i + 1)}) for i in range(3)))
     m = ["--model", model]
+    rows = tmp / "syntree.jsonl"
+    rows.write_text("\n".join(json.dumps({"input": f"The blorp is {c}.", "label": "zib" if c == "teal" else "quor"})
+                              for c in ("teal", "pink", "teal", "gold", "pink", "teal", "gold", "teal")))
     image = tmp / "garment.png"
     _garment_png(image)
     return {
@@ -175,6 +178,8 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
         ("attribute",): (["--run", str(tmp / "train-ddpm"), "--queries", "test:2", "--n-avg", "2", "--n-noise", "1",
                           "--device", "cpu"], None),
         ("concepts",): ([str(image), "--train-images", "10", "--concept-model", str(tmp / "concept-heads.pt")], None),
+        ("learn-program",): ([str(rows), *m, "--max-nodes", "2", "--rule-samples", "1", "--rulesum-batch", "4"],
+                             None),
         ("fingerprint",): (["digits:train", "--limit-train", "200", "--limit-test", "100", "--limit-generated", "100",
                             "--input-size", "28", "--k", "3", "--min-cell", "5", "--cache", str(tmp / "fingerprint-emb")],
                            None),

@@ -39,12 +39,18 @@ def _reproduction_rows() -> list[tuple[str, str]]:
               help="backtranslation: the model that infers the request (default: the model under test)")
 @click.option("--judge-model", default=None, metavar="SPEC",
               help="backtranslation: the LLM refusal judge (default: the model under test)")
+@click.option("--learner-model", default=None, metavar="SPEC",
+              help="lsp: the LLM that writes rules (default: the model under test)")
+@click.option("--transfer-model", default=None, metavar="SPEC",
+              help="lsp: the second LLM a learned program also runs on (default: SmolLM2, or the first installed "
+                   "of qwen2.5-coder-0.5b / gemma-3-270m when the model is SmolLM2)")
 @click.option("--smoothllm/--no-smoothllm", default=None,
               help="backtranslation: add the SmoothLLM-lite arm (3 perturbed copies per prompt; default: off)")
 def reproduce(method: str, out: Path | None, quick: bool, seed: int, **options: object) -> None:
     """Re-run METHOD's small-scale reproduction: summary.json (the checked claims), detailed JSON and plots.
 
-    Role models (--model, --extractor-model, --nli-model, --backtranslator-model, --judge-model) apply to
+    Role models (--model, --extractor-model, --nli-model, --backtranslator-model, --judge-model,
+    --learner-model, --transfer-model) apply to
     the methods with that role; with any of them other than the default the run writes beside the default
     one, in results/METHOD--SLUG/ (runs/reproduce/METHOD--SLUG/ with --quick).
     """
