@@ -180,10 +180,19 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
         ("concepts",): ([str(image), "--train-images", "10", "--concept-model", str(tmp / "concept-heads.pt")], None),
         ("learn-program",): ([str(rows), *m, "--max-nodes", "2", "--rule-samples", "1", "--rulesum-batch", "4"],
                              None),
+        ("dpo-diff",): (["a bold seven", "--table", str(_dpo_table(tmp)), "--steps", "6", "--guidance", "3", "--iters",
+                         "2", "--schedule", "fixed-2", "--budget", "4", "--noise-seeds", "0"], None),
         ("fingerprint",): (["digits:train", "--limit-train", "200", "--limit-test", "100", "--limit-generated", "100",
                             "--input-size", "28", "--k", "3", "--min-cell", "5", "--cache", str(tmp / "fingerprint-emb")],
                            None),
     }
+
+
+def _dpo_table(tmp: Path) -> Path:
+    """A tiny antonym table for `trustlab dpo-diff` (words of the offline tiny model's vocabulary)."""
+    path = tmp / "dpo_table.json"
+    path.write_text('{"seven": ["one", "four"], "bold": ["thin"]}')
+    return path
 
 
 def _garment_png(path: Path) -> None:

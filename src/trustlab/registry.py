@@ -44,6 +44,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "trustlab.safety.method",
     "trustlab.prompting.method",
     "trustlab.prompting.mop_method",
+    "trustlab.prompting.dpo_diff_method",
     "trustlab.data.lfr_method",
     "trustlab.data.mixcd_method",
     "trustlab.explain.method",
@@ -106,7 +107,6 @@ def _planned(id: str, title: str, area: str, spec: str) -> MethodRecord:
 # Methods with a spec but no code yet: the README table lists them as not yet implemented. Implementing one
 # moves it from here to a record in its own package (plus its line in METHOD_MODULES).
 PLANNED: tuple[MethodRecord, ...] = (
-    _planned("dpo-diff", "DPO-Diff prompt optimization for text-to-image", "explain", "dpo-diff.md"),
     _planned("mossbench", "MOSSBench oversensitivity benchmark", "defend", "mossbench.md"),
 )
 
