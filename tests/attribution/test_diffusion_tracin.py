@@ -187,8 +187,8 @@ def test_bad_input_gets_clear_errors(tiny_run, tmp_path):
 
 def test_fashion_mnist_loads_padded_or_says_how_to_install():
     from trustlab.attribution.ddpm import load_images
-    from trustlab.errors import DataFileError
     from trustlab.bench.fashion_mnist import fashion_mnist_files
+    from trustlab.errors import DataFileError
 
     if fashion_mnist_files() is None:
         with pytest.raises(DataFileError, match="apt-get install dataset-fashion-mnist"):
