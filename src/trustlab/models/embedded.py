@@ -432,19 +432,34 @@ def model_dir(key: str | None = None) -> Path:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = lm.display.split(" (")[0]
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-        try:
+        producer = {"model": lm.key, "gguf_sha256": digest, "transformers": _version("transformers"),
+                    "gguf": _version("gguf"),
+                    "dequantised_by": "transformers (dequantize=True), checked against gguf.dequantize",
+                    "max_abs_diff_vs_gguf": worst}
+        with atomic_model_folder(target, producer) as tmp:
             model.save_pretrained(tmp)
             handle.tokenizer.save_pretrained(tmp)
-            producer = {"model": lm.key, "gguf_sha256": digest, "transformers": _version("transformers"),
-                        "gguf": _version("gguf"),
-                        "dequantised_by": "transformers (dequantize=True), checked against gguf.dequantize",
-                        "max_abs_diff_vs_gguf": worst}
-            (tmp / "producer.json").write_text(json.dumps(producer, indent=2) + "\n")
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def atomic_model_folder(target: Path, producer: dict[str, Any]):
+    """A fresh folder beside ``target`` to save a converted model into; with ``producer.json`` (what made it)
+    added, it is renamed onto ``target`` when the block succeeds and removed when it fails, so ``target`` is
+    either complete or absent.
+
+    Example:
+        >>> with atomic_model_folder(cache_root() / "models" / "my-model", {"from": "x"}) as tmp:
+        ...     model.save_pretrained(tmp)
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        yield tmp
+        (tmp / "producer.json").write_text(json.dumps(producer, indent=2) + "\n")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def smollm2_dir() -> Path:
