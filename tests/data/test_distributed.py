@@ -40,7 +40,7 @@ def launch(tmp_path: Path, which: str) -> tuple[list[dict], list[dict]]:
            "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(worker), "train", str(tmp_path), which]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"torchrun did not finish in 300 s; its output so far:\n{exc.stdout}\n{exc.stderr}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
