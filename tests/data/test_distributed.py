@@ -42,7 +42,7 @@ def launch(tmp_path: Path, which: str) -> tuple[list[dict], list[dict]]:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"torchrun did not finish in 300 s; its output so far:\n{exc.stdout}\n{exc.stderr}")
+        pytest.fail(f"torchrun did not finish in 900 s; its output so far:\n{exc.stdout}\n{exc.stderr}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     runs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     states = [torch.load(tmp_path / f"state-rank{r}.pt", weights_only=True) for r in (0, 1)]
