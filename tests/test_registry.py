@@ -108,7 +108,7 @@ def test_records_import_without_torch_or_transformers():
 
 def test_lookups_and_unknown_names():
     assert get_method("clue").title == "CLUE concept-level uncertainty"
-    assert get_method("mossbench").planned and not get_method("mossbench").reproduce
+    assert get_method("mossbench").section == "oversensitivity" and get_method("mossbench").reproduce
     assert get_method("lfr").reproduce and "pretrain" in get_method("lfr").cli
     assert [m.id for m in reproductions()] == [m.id for m in REGISTERED if m.reproduce]
     with pytest.raises(UnknownMethodError, match="choose one of: lora-rite"):

@@ -50,6 +50,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "trustlab.explain.method",
     "trustlab.attribution.method",
     "trustlab.programs.method",
+    "trustlab.safety.mossbench_method",
     "trustlab.forensics.method",
 )
 
@@ -107,7 +108,6 @@ def _planned(id: str, title: str, area: str, spec: str) -> MethodRecord:
 # Methods with a spec but no code yet: the README table lists them as not yet implemented. Implementing one
 # moves it from here to a record in its own package (plus its line in METHOD_MODULES).
 PLANNED: tuple[MethodRecord, ...] = (
-    _planned("mossbench", "MOSSBench oversensitivity benchmark", "defend", "mossbench.md"),
 )
 
 _RECORDS: dict[str, MethodRecord] = {}

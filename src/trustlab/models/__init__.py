@@ -8,6 +8,10 @@
 - a Hugging Face hub id (``"HuggingFaceTB/SmolLM2-135M-Instruct"``) or a local folder / ``.gguf`` file;
 - ``"openai:http://HOST:PORT/v1"`` (with ``model_name=``) for any OpenAI-compatible server;
 - an already-loaded handle, a ``(model, tokenizer)`` pair, or a ``PreTrainedModel`` with ``tokenizer=``.
+
+Vision-language models (a config with a ``vision_config``: LLaVA, Qwen2-VL, SmolVLM / Idefics3 ...), by hub id,
+folder or object (with its processor as ``tokenizer=``), load as :class:`trustlab.models.vlm.HFVisionModel`
+(``capabilities.vision``: ``generate(..., images=...)``).
 """
 
 from __future__ import annotations
@@ -84,6 +88,10 @@ def load_model(spec: Any = "embedded", *, tokenizer: Any = None, **kwargs: Any) 
         if hasattr(spec, "generate") and hasattr(spec, "config"):
             if tokenizer is None:
                 raise ModelSpecError("an already-loaded model needs its tokenizer: load_model(model, tokenizer=tok)")
+            from trustlab.models.vlm import HFVisionModel, is_vision_config
+
+            if is_vision_config(spec.config):
+                return HFVisionModel(spec, tokenizer, batch_size=kwargs.get("batch_size", 4))
             from trustlab.models.hf import HFModel
 
             return HFModel(spec, tokenizer, batch_size=kwargs.get("batch_size", 8))
@@ -98,11 +106,35 @@ def load_model(spec: Any = "embedded", *, tokenizer: Any = None, **kwargs: Any) 
     return _load_hf(spec_str, **_pick(kwargs, _HF_KEYS, "hf"))
 
 
+def _vision_path(spec: str) -> bool:
+    """Whether a folder or hub id holds a vision-language model (its config has a vision part)."""
+    import json
+
+    from trustlab.models.vlm import is_vision_config
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        cfg = path / "config.json"
+        return cfg.exists() and is_vision_config(json.loads(cfg.read_text(encoding="utf-8")))
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1 or " " in spec:
+        return False
+    try:
+        from transformers import AutoConfig
+
+        return is_vision_config(AutoConfig.from_pretrained(spec))
+    except (OSError, ValueError, ImportError):  # not resolvable here: the text-model path reports it
+        return False
+
+
 def _load_hf(spec: str, batch_size: int = 8, **kwargs: Any) -> ModelHandle:
     from trustlab.models.hf import HFModel
 
     path = Path(spec).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
+    if _vision_path(spec):
+        from trustlab.models.vlm import HFVisionModel
+
+        handle = HFVisionModel.from_pretrained(spec, **kwargs)
+    elif path.is_file() and path.suffix == ".gguf":
         handle = HFModel.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
     elif path.is_dir():
         if not (path / "config.json").exists():

@@ -37,6 +37,8 @@ class Capabilities:
         native_n: one request returns ``n`` samples (True), or the backend ignores ``n`` and they
             are emulated with one request each (False); None when unknown.
         seed: the same seed gives the same samples (True), or not (False); None when unknown.
+        vision: the model takes images with the prompt (``generate(..., images=...)``): True, False, or None
+            when unknown (an HTTP server: a request with images then fails there if it cannot).
     """
 
     backend: str
@@ -50,6 +52,7 @@ class Capabilities:
     sampling: bool | None = None
     native_n: bool | None = None
     seed: bool | None = None
+    vision: bool | None = False
 
     def require(self, *names: str, method: str = "this method") -> None:
         """Raise :class:`CapabilityError` unless every named capability is available.
@@ -223,6 +226,7 @@ class ModelHandle(abc.ABC):
         config: GenerationConfig | None = None,
         *,
         chat_template: bool = True,
+        images: Sequence[Sequence[Any] | None] | None = None,
         **overrides: Any,
     ) -> list[list[Generation]]:
         """Generate ``config.n`` samples for each prompt.
@@ -231,6 +235,8 @@ class ModelHandle(abc.ABC):
             prompts: one prompt or a sequence of prompts (strings or chat-message lists).
             config: decoding settings; keyword overrides (``max_new_tokens=...``) replace its fields.
             chat_template: render with the model's chat template (True) or send raw text (False).
+            images: for a vision-language model (``capabilities.vision``): per prompt, a list of images
+                (``PIL.Image`` or a file path) shown before the prompt's last user turn, or None for none.
 
         Returns:
             One list of ``n`` :class:`Generation` per prompt, in prompt order.
@@ -247,6 +253,15 @@ class ModelHandle(abc.ABC):
             )
         if cfg.logprobs:
             self.capabilities.require("logprobs", method="generate(logprobs=True)")
+        if images is not None:
+            if self.capabilities.vision is False:
+                raise CapabilityError(f"model {self.name!r} is text-only and cannot take images; use a "
+                                      "vision-language model (an HF LLaVA / Qwen2-VL / SmolVLM / Idefics folder, or an "
+                                      "OpenAI-compatible server that serves one)")
+            images = [list(im) if im is not None else [] for im in images]
+            if len(images) != len(prompts):
+                raise ValueError(f"images has {len(images)} entries for {len(prompts)} prompts (one list per prompt)")
+            return self._generate_images(prompts, images, cfg, chat_template)
         return self._generate(prompts, cfg, chat_template)
 
     def complete(self, prompt: Prompt, **overrides: Any) -> str:
@@ -272,6 +287,11 @@ class ModelHandle(abc.ABC):
     def _generate(
         self, prompts: list[Prompt], cfg: GenerationConfig, chat_template: bool
     ) -> list[list[Generation]]: ...
+
+    def _generate_images(
+        self, prompts: list[Prompt], images: list[list[Any]], cfg: GenerationConfig, chat_template: bool
+    ) -> list[list[Generation]]:
+        raise CapabilityError(f"{type(self).__name__} cannot take images")
 
     def _loglikelihood(
         self, requests: list[tuple[Prompt, str]], chat_template: bool

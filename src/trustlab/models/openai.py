@@ -1,7 +1,8 @@
 """Black-box backend: any OpenAI-compatible HTTP server (vLLM, llama.cpp, TGI, OpenAI itself).
 
 ``chat_template=True`` uses ``/chat/completions`` (the server applies its template);
-``chat_template=False`` uses ``/completions`` with the raw text. Requests run in a bounded thread pool,
+``chat_template=False`` uses ``/completions`` with the raw text. Images (``generate(..., images=...)``) go
+to ``/chat/completions`` as base64 ``image_url`` content parts of the last user turn. Requests run in a bounded thread pool,
 with timeouts and retries with exponential backoff on connection errors, 429 and 5xx. Servers that
 ignore ``n`` (llama.cpp does) get the missing samples as extra requests.
 
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from typing import Any
 
-from trustlab.errors import ContextLengthError, EndpointError, ModelSpecError, require
+from trustlab.errors import CapabilityError, ContextLengthError, EndpointError, ModelSpecError, require
 from trustlab.models.base import (
     Capabilities,
     Generation,
@@ -124,7 +125,8 @@ class OpenAIModel(ModelHandle):
         if self._caps is None:
             with self._lock:
                 if self._caps is None:
-                    caps = Capabilities(backend="openai", logprobs=True, chat_template=True)  # assumed
+                    caps = Capabilities(backend="openai", logprobs=True, chat_template=True,  # assumed
+                                        vision=None)  # unknown: a request with images tells
                     unreachable = time.monotonic() - self._probe_failed_at < _REPROBE_AFTER_S
                     if self.probe and unreachable:
                         return replace(caps, **self._overrides)  # not measured, so not cached
@@ -215,6 +217,13 @@ class OpenAIModel(ModelHandle):
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ generation
+    def _generate_images(self, prompts: list[Prompt], images: list[list[Any]], cfg: GenerationConfig,
+                         chat: bool) -> list[list[Generation]]:
+        """Chat requests whose last user turn carries the images as base64 data-URL content parts."""
+        if not chat:
+            raise CapabilityError("images need the chat endpoint: call with chat_template=True")
+        return self._generate([image_messages(p, ims) for p, ims in zip(prompts, images, strict=True)], cfg, chat)
+
     def _payload(self, prompt: Prompt, cfg: GenerationConfig, chat: bool, n: int, seed: int | None) -> dict[str, Any]:
         p: dict[str, Any] = {
             "model": self.model_name,
@@ -293,3 +302,44 @@ class OpenAIModel(ModelHandle):
         # threads but by max_concurrency connections (httpx limits).
         with ThreadPoolExecutor(self.max_concurrency) as outer, ThreadPoolExecutor(self.max_concurrency) as inner:
             return list(outer.map(lambda p: self._samples(p, cfg, chat, inner), prompts))
+
+
+def image_data_url(image: Any) -> str:
+    """An image (``PIL.Image``, file path or PNG/JPEG bytes) as a base64 ``data:`` URL (PNG unless a JPEG file).
+
+    Example:
+        >>> image_data_url(Image.new("RGB", (2, 2)))[:22]
+        'data:image/png;base64,'
+    """
+    import base64
+    import io
+    from pathlib import Path
+
+    if isinstance(image, (str, Path)):
+        data = Path(image).read_bytes()
+    elif isinstance(image, bytes):
+        data = image
+    else:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        data = buf.getvalue()
+    mime = "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png" if data[:4] == b"\x89PNG" else None
+    if mime is None:
+        raise ValueError("an image must be a PIL image, or the path or bytes of a PNG or JPEG file")
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def image_messages(prompt: Prompt, images: list[Any]) -> list[dict[str, Any]]:
+    """Chat messages with ``images`` as OpenAI ``image_url`` content parts before the last user turn's text.
+
+    Example:
+        >>> image_messages("What is this?", [img])[0]["content"][1]
+        {'type': 'text', 'text': 'What is this?'}
+    """
+    msgs: list[dict[str, Any]] = [dict(m) for m in as_messages(prompt)]
+    last = max((k for k, m in enumerate(msgs) if m["role"] == "user"), default=None)
+    if last is None:
+        raise ValueError("a prompt with images needs a user turn to attach them to")
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in images]
+    msgs[last]["content"] = parts + [{"type": "text", "text": msgs[last]["content"]}]
+    return msgs
