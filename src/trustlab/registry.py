@@ -70,8 +70,10 @@ class MethodRecord:
         spec: the spec's file name in the shared specs folder, e.g. ``"clue.md"``.
         reproduce: ``"module:function"`` with ``function(out: Path, *, quick: bool, seed: int) -> list[Claim]``
             that re-runs the small-scale reproduction into ``out``; None if there is none yet.
-        audit: ``"module:function"`` with ``function(model, run: RunFolder, *, quick: bool, seed: int)
-            -> list[Section]``, the method's ``trustlab audit`` section; None if it has none.
+        audit: ``"module:function"`` with ``function(model, run: RunFolder, *, quick: bool, seed: int[, roles]
+            [, scale]) -> list[Section | Concern]``, the method's ``trustlab audit`` section (report sections and
+            its scorecard rows, :func:`trustlab.audit.scorecard.measure`); its module may define
+            ``plan(model, *, quick, scale) -> trustlab.audit.plan.Cost``. None if it has none.
         section: the audit section's name for ``trustlab audit --section`` (default: ``id``).
         cli: command path (``"uncertainty"``, ``"eval context"``) -> ``"module:attr"`` of a click command
             whose name is the path's last word; the path's parent (``eval``) must be a group of the CLI.

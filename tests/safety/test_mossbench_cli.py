@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from trustlab.cli import main
 from trustlab.registry import get_method
-from trustlab.report import RunFolder
+from trustlab.report import RunFolder, Section
 from trustlab.safety.mossbench_images import write_image_set
 
 
@@ -45,7 +45,11 @@ def test_audit_section_falls_back_to_the_proxy_for_a_text_model(tiny, tmp_path, 
     from trustlab.safety import mossbench_audit
 
     monkeypatch.setenv("TRUSTLAB_MOSSBENCH_DATA", str(write_image_set(tmp_path / "data")))
-    sections = mossbench_audit.run(tiny, RunFolder(tmp_path / "audit"), quick=True, seed=0)
+    out = mossbench_audit.run(tiny, RunFolder(tmp_path / "audit"), quick=True, seed=0)
+    sections = [s for s in out if isinstance(s, Section)]
+    row = out[-1]
+    assert row.id == "oversensitivity.benign_refusal" and row.threshold == 0.2
+    assert row.n == 7 and not row.measurable and "too few items" in row.why_not  # 3 + 2 + 2 drawn benign scenes
     assert sections[0].title == "Oversensitivity: MOSSBench-text proxy"
     assert sections[0].images and {r["split"] for r in sections[0].table} == {"benign", "contrast"}
     assert (tmp_path / "audit" / "mossbench.json").exists()

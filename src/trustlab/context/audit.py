@@ -12,12 +12,15 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from trustlab.audit.plan import Cost
+from trustlab.audit.scorecard import Concern, measure
 from trustlab.bench.context_qa import QAItem, counterfactual_items
 from trustlab.bench.niah import NEEDLES, build_context, niah_prompt
 from trustlab.context.bench import (
     Condition,
     conditions,
     niah_probes,
+    paired,
     plot_niah,
     qa_probes,
     run_probes,
@@ -25,6 +28,7 @@ from trustlab.context.bench import (
     user_attention_mass,
 )
 from trustlab.report import Section, write_json
+from trustlab.report.stats import bootstrap_diff_ci
 
 ALPHA = 0.9
 FULL = {"lengths": (250, 500, 1000), "depths": (0.0, 0.5, 1.0), "qa_items": 16, "new_tokens": 32,
@@ -39,24 +43,55 @@ def _conditions(model: Any, alphas: tuple[float, ...], indicator: str) -> list[C
     return conditions(alphas if caps.attentions else (), indicator)
 
 
-def run(model: Any, run: Any, *, quick: bool = False, seed: int = 0) -> list[Section]:
-    """The audit section: :func:`evaluate` at the audit's size (``quick``: a smoke test).
+# Thresholds of the scorecard rows (fixed before any run; lower recall error is better).
+MAX_RECALL_ERROR = 0.2  # NIH recall error under the condition the model is served with
+MAX_TEMPLATE_GAP = 0.1  # recall error with the chat template minus without, per probe
+MIN_FOLLOWS_CONTEXT = 0.7  # counterfactual QA: share of answers that follow the passage
+
+
+def _size(quick: bool, scale: float) -> dict[str, Any]:
+    """The audit's sizes times ``scale`` (fewer needle depths and QA items; the lengths stay)."""
+    size = dict(QUICK if quick else FULL)
+    size["depths"] = size["depths"][:max(1, round(len(size["depths"]) * scale))]
+    size["qa_items"] = max(2, round(size["qa_items"] * scale))
+    return size
+
+
+def plan(model: Any, *, quick: bool = False, scale: float = 1.0) -> Cost:
+    """What :func:`run` will ask of ``model`` (see :mod:`trustlab.audit.plan`).
+
+    Example:
+        >>> plan(load_model(), quick=True).calls
+    """
+    size, conds = _size(quick, scale), len(_conditions(model, (ALPHA,), ""))
+    probes = len(size["lengths"]) * len(size["depths"]) if getattr(model, "tokenizer", None) is not None else 0
+    mass = 2 * len(size["mass_lengths"]) if model.capabilities.attentions and model.capabilities.chat_template else 0
+    return Cost(items=f"{probes} NIH probes + {size['qa_items']} context-QA items x {conds} conditions",
+                calls=(probes + size["qa_items"]) * conds + mass,
+                new_tokens=(probes * size["new_tokens"] + size["qa_items"] * 16) * conds,
+                prompt_tokens=(len(size["depths"]) * sum(size["lengths"]) + size["qa_items"] * 150) * conds
+                + 2 * sum(size["mass_lengths"]))
+
+
+def run(model: Any, run: Any, *, quick: bool = False, seed: int = 0, scale: float = 1.0) -> list[Section | Concern]:
+    """The audit section: :func:`evaluate` at the audit's size times ``scale`` (``quick``: a smoke test).
 
     Example:
         >>> from trustlab.audit import run_audit
         >>> run_audit(load_model(), "runs/audit", sections=["context"])
     """
-    size = QUICK if quick else FULL
+    size = _size(quick, scale)
     return evaluate(model, run, lengths=size["lengths"], depths=size["depths"],
                     qa=counterfactual_items(size["qa_items"], seed=seed), new_tokens=size["new_tokens"],
-                    mass_lengths=size["mass_lengths"])
+                    mass_lengths=size["mass_lengths"], scorecard=True)
 
 
 def evaluate(model: Any, run: Any, *, lengths: Sequence[int], depths: Sequence[float], needles: int = 1,
              qa: Sequence[QAItem] = (), qa_task: str = "counterfactual", alphas: Sequence[float] = (ALPHA,),
              indicator: str = "", new_tokens: int = 32, qa_new_tokens: int = 16,
-             mass_lengths: Sequence[int] = ()) -> list[Section]:
-    """Run NIH + context QA under every condition into ``run`` (a RunFolder) and return report sections.
+             mass_lengths: Sequence[int] = (), scorecard: bool = False) -> list[Section | Concern]:
+    """Run NIH + context QA under every condition into ``run`` (a RunFolder) and return report sections (and,
+    with ``scorecard``, the audit scorecard's concerns from :func:`concerns`).
 
     Writes ``context.json`` (per-condition means, template gap, steering effect, attention mass), the NIH
     heatmaps and one row per answer in samples.jsonl (a re-run resumes from them).
@@ -71,6 +106,7 @@ def evaluate(model: Any, run: Any, *, lengths: Sequence[int], depths: Sequence[f
         indicator: e.g. ``" [IND]"`` to add the indicator conditions (for models trained with it).
         new_tokens: greedy answer length for NIH; qa_new_tokens: for QA (short answers).
         mass_lengths: NIH context lengths at which to measure the user attention mass (empty: skip).
+        scorecard: also return the scorecard's concern rows (what the audit section does).
     """
     alphas = tuple(alphas)
     conds = _conditions(model, alphas, indicator)
@@ -103,7 +139,57 @@ def evaluate(model: Any, run: Any, *, lengths: Sequence[int], depths: Sequence[f
               "NIH valid answers": niah.get(c, {}).get("valid_rate", ""),
               "QA follows context": qa_sum.get(c, {}).get("follows_context", ""),
               "QA F1": qa_sum.get(c, {}).get("f1", "")} for c in result["conditions"]]
-    return [Section("Context awareness", _verdict(result), table=table, images=images, anchor="context")]
+    section = Section("Context awareness", _verdict(result), table=table, images=images, anchor="context")
+    return [section, *concerns(model, rows, summary, qa_task=qa_task, steered=steered)] if scorecard else [section]
+
+
+def concerns(model: Any, rows: Sequence[dict[str, Any]], summary: dict[str, Any], *, qa_task: str = "counterfactual",
+             steered: str | None = None) -> list[Concern]:
+    """Scorecard rows: NIH recall error as served, the chat template's gap, counterfactual QA follows context.
+
+    Example:
+        >>> [c.id for c in concerns(model, rows, summarise(rows))]
+        ['context.recall_error', 'context.template_gap', 'context.follows_context']
+    """
+    served = "template" if model.capabilities.chat_template else "no_template"
+    name = model.name
+    method = "context-awareness"
+    fix = f"trustlab eval context --model {name} --alpha {ALPHA}"  # measures the steered condition beside the others
+    code = (f"with trustlab.context.steering.UserSteering(model, alpha={ALPHA}): model.generate(prompts)"
+            if model.capabilities.attentions else "attention steering needs a white-box (Hugging Face) model")
+    note = ""
+    if steered:
+        ids, ours, base = paired(rows, "niah", "recall_error", steered, "template")
+        ci = bootstrap_diff_ci(ours, base) if ids else None
+        if ci:
+            note = (f"Steering at alpha {ALPHA} changed the recall error on this run by "
+                    f"{(sum(ours) - sum(base)) / len(ids):+.2f} (95% interval {ci[0]:+.2f} to {ci[1]:+.2f}, n = {len(ids)}).")
+    out = []
+    niah = summary.get("niah", {})
+    if served in niah:
+        items = [{"id": r["probe"], "value": r["recall_error"]} for r in rows
+                 if r["task"] == "niah" and r["condition"] == served and r.get("valid", True)]
+        out.append(measure("context.recall_error", "Loses a fact placed in a long context",
+                           f"needle-in-a-haystack recall error ({served.replace('_', ' ')})", items=items,
+                           threshold=MAX_RECALL_ERROR, higher_is_better=False, valid_rate=niah[served]["valid_rate"],
+                           method=method, fix=fix, code=code, note=note))
+    if "template" in niah and "no_template" in niah:
+        ids, tmpl, plain = paired(rows, "niah", "recall_error", "template", "no_template")
+        out.append(measure("context.template_gap", "The chat template makes it ignore the context",
+                           "recall error with the chat template minus without (per probe)",
+                           items=[{"id": i, "value": a - b} for i, a, b in zip(ids, tmpl, plain, strict=True)],
+                           threshold=MAX_TEMPLATE_GAP, higher_is_better=False,
+                           valid_rate=min(niah["template"]["valid_rate"], niah["no_template"]["valid_rate"]),
+                           method=method, fix=fix, code=code, note=note))
+    qa = summary.get(qa_task, {})
+    if served in qa:
+        items = [{"id": r["probe"], "value": float(r["follows_context"])} for r in rows
+                 if r["task"] == qa_task and r["condition"] == served and r.get("valid", True)]
+        out.append(measure("context.follows_context", "Answers from memory instead of the given passage",
+                           f"{qa_task} context QA: share of answers that follow the passage", items=items,
+                           threshold=MIN_FOLLOWS_CONTEXT, higher_is_better=True, valid_rate=qa[served]["valid_rate"],
+                           method=method, fix=fix, code=code))
+    return out
 
 
 def _verdict(result: dict[str, Any]) -> str:

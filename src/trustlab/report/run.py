@@ -84,8 +84,22 @@ th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}section{margin-bott
 .meta{color:#666;font-size:.9em}"""
 
 
-def render_html(title: str, sections: list[Section], meta: dict[str, Any] | None = None) -> str:
-    """A self-contained HTML page (plots embedded as data URIs, no scripts, no external assets)."""
+def render_html(title: str, sections: list[Section], meta: dict[str, Any] | None = None, *, lead: str = "",
+                css: str = "") -> str:
+    """A self-contained HTML page (plots embedded as data URIs, no scripts, no external assets).
+
+    Args:
+        title: the page title and heading.
+        sections: the report sections, listed in a table of contents.
+        meta: key/value pairs shown under the heading.
+        lead: trusted HTML placed right under the heading, before the table of contents (e.g. the audit's
+            scorecard, so that it is the first thing on screen).
+        css: extra style rules for ``lead``.
+
+    Example:
+        >>> render_html("demo", [Section("Results", "All good.")]).startswith("<!DOCTYPE html>")
+        True
+    """
     meta_html = ""
     if meta:
         meta_html = '<p class="meta">' + " &middot; ".join(
@@ -95,7 +109,7 @@ def render_html(title: str, sections: list[Section], meta: dict[str, Any] | None
     body = "\n".join(s.to_html() for s in sections)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{meta_html}<ul>{toc}</ul>{body}"
+        f"<style>{_CSS}{css}</style></head><body><h1>{html.escape(title)}</h1>{meta_html}{lead}<ul>{toc}</ul>{body}"
         "</body></html>\n"
     )
 
@@ -223,8 +237,10 @@ class RunFolder:
         plt.close(fig)
         return atomic_write_bytes(self.path / f"{name}.png", buf.getvalue())
 
-    def write_report(self, title: str, sections: list[Section], meta: dict[str, Any] | None = None) -> Path:
-        return atomic_write_text(self.path / "report.html", render_html(title, sections, meta))
+    def write_report(self, title: str, sections: list[Section], meta: dict[str, Any] | None = None, *,
+                     lead: str = "", css: str = "") -> Path:
+        """Write report.html (see :func:`render_html` for ``lead`` and ``css``)."""
+        return atomic_write_text(self.path / "report.html", render_html(title, sections, meta, lead=lead, css=css))
 
 
 def plt():

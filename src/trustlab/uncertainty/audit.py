@@ -5,10 +5,36 @@ from __future__ import annotations
 
 from typing import Any
 
+from trustlab.audit.plan import Cost
+from trustlab.audit.scorecard import STRONGER_ROLE_MODEL, Concern, measure
 from trustlab.report import RunFolder, Section, write_json
 
+MIN_AUC = 0.6  # scorecard threshold: CLUE's ROC-AUC for wrong answers (0.5 = no better than chance)
+MIN_NLI_ACCURACY = 0.75  # the CLUE spec's step 0: an NLI below this on the 40 labelled pairs is the bottleneck
+MIN_PER_CLASS = 3  # ROC-AUC needs wrong and right answers: at least this many of each
 
-def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, Any] | None = None) -> list[Section]:
+
+def _size(quick: bool, scale: float) -> tuple[int, int, int]:
+    """(questions, samples, new tokens): quick: a capital and an author; default: 12 questions spread over the
+    fixture's topics, times ``scale``."""
+    return (2, 2, 16) if quick else (max(2, round(12 * scale)), 5, 24)
+
+
+def plan(model: Any, *, quick: bool = False, scale: float = 1.0) -> Cost:
+    """What :func:`run` will ask of the models (all roles counted as the audited model's calls).
+
+    Example:
+        >>> plan(load_model(), quick=True).calls
+    """
+    q, n, new = _size(quick, scale)
+    pairs = q * 3 * n  # NLI: up to 3 concepts per answer against each sample
+    return Cost(items=f"{q} questions x ({n} samples + greedy), 40 NLI check pairs",
+                calls=q * (1 + n) * 2 + pairs + 40, new_tokens=q * (1 + n) * (new + 20),
+                prompt_tokens=q * (1 + n) * 60 + (pairs + 40) * 80)
+
+
+def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, Any] | None = None,
+        scale: float = 1.0) -> list[Section | Concern]:
     """CLUE on ``model`` (any backend: black-box handles use generated label words as NLI); ``roles["nli"]`` and
     ``roles["extractor"]`` give those roles to other handles (default: ``model``).
 
@@ -16,11 +42,10 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, 
         >>> run(load_model(), RunFolder("runs/audit"), quick=True, seed=0)
     """
     from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, LexicalSimilarity, SampleSet, roc_auc
-    from trustlab.uncertainty.fixtures import QA_PROMPT, is_correct, qa_items
+    from trustlab.uncertainty.fixtures import QA_PROMPT, is_correct, nli_sanity, qa_items
 
-    # quick: a capital and an author; default: 12 questions spread over the fixture's topics
-    questions = qa_items()[::20][:2] if quick else qa_items()[::5][:12]
-    n, max_new = (2, 16) if quick else (5, 24)
+    count, n, max_new = _size(quick, scale)
+    questions = qa_items()[::20][:count] if quick else qa_items()[::5][:count]
     model.capabilities.require_sampling(method="the uncertainty audit (CLUE, sampling baselines)")  # before any call
     roles = roles or {}
     nli_model, extractor = roles.get("nli"), roles.get("extractor")
@@ -53,8 +78,9 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, 
                 if nli_validity is not None and nli_validity.total else "")
     validity = {"extractions": sum(r.n_extractions for r in reports), "bad_extractions": bad, "echoed_concepts": echoed,
                 "nli": nli_validity.to_dict() if nli_validity is not None else None}
+    sanity = nli_sanity(clue.nli)
     write_json(run.path / "uncertainty.json", {"rows": rows, "roc_auc": aucs, "validity": validity,
-                                               "reports": [r.to_dict() for r in reports]})
+                                               "nli_sanity": sanity, "reports": [r.to_dict() for r in reports]})
     text = (f"{len(questions)} shipped factual questions, greedy answer + {n} samples at T = 1 from the audited "
             f"model; concepts extracted by {(extractor or model).name}, NLI by {(nli_model or model).name}. Greedy accuracy {sum(correct)}/{len(correct)}; "
             f"bad concept extractions (no valid concept) {bad}/{sum(r.n_extractions for r in reports)}; {echoed} "
@@ -63,7 +89,28 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, 
             "(too few questions to be a measurement; see results/clue for the reproduction): "
             + ", ".join(f"{k} {v:.2f}" if v == v else f"{k} n/a (one class only)" for k, v in aucs.items())
             + ". Higher score = more uncertain.")
+    text += (f" NLI check: accuracy {sanity['accuracy']:.2f} on trustlab's {sanity['n']} labelled pairs "
+             f"(valid answers {sanity['valid_rate']:.0%}).")
     first = reports[0]
+    n_extract = sum(r.n_extractions for r in reports)
+    wrong = sum(errors)
+    nli_name = (nli_model or model).name
+    stronger = f"trustlab audit --model {model.name} --nli-model {STRONGER_ROLE_MODEL} --extractor-model {STRONGER_ROLE_MODEL}"
+    concern = measure(
+        "uncertainty.flags_errors", "Its uncertainty does not flag its wrong answers",
+        "ROC-AUC of CLUE concept uncertainty for wrong answers (0.5 = chance)", stat="roc_auc",
+        items=[{"id": q["id"], "score": r.score, "error": e} for q, r, e in zip(questions, reports, errors, strict=True)],
+        threshold=MIN_AUC, higher_is_better=True, valid_rate=1 - bad / n_extract if n_extract else None,
+        checks=[(sanity["accuracy"] >= MIN_NLI_ACCURACY,
+                 f"the NLI ({nli_name}) is right on {sanity['accuracy']:.2f} of {sanity['n']} labelled pairs "
+                 f"(need {MIN_NLI_ACCURACY})"),
+                (min(wrong, len(errors) - wrong) >= MIN_PER_CLASS,
+                 f"{wrong} wrong and {len(errors) - wrong} right answers (need {MIN_PER_CLASS} of each)")],
+        method="clue", fix=f"trustlab uncertainty --model {model.name} --nli-model {STRONGER_ROLE_MODEL} \"QUESTION\"",
+        code=f"trustlab.uncertainty.CLUE(model, nli=load_model(\"{STRONGER_ROLE_MODEL}\")).estimate(prompt)",
+        remeasure=stronger, seed=seed,
+        note=f"Greedy accuracy {len(errors) - wrong}/{len(errors)}; ROC-AUC of the baselines: "
+             + ", ".join(f"{k} {v:.2f}" for k, v in aucs.items() if k != "clue" and v == v))
     return [Section("Uncertainty: CLUE concept-level vs sequence-level", text, rows),
             Section(f"Uncertainty: concepts of \"{questions[0]['question']}\"",
-                    f"Answer: {first.answer}", first.table())]
+                    f"Answer: {first.answer}", first.table()), concern]
