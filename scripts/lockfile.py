@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "constraints.txt"
 ASSETS = ROOT / "requirements" / "assets.txt"
+MODELS = ROOT / "requirements" / "models.txt"  # the larger embedded models: hash-pinned, never locked
 README = ROOT / "README.md"
 START, END = "<!-- tested-versions:start -->", "<!-- tested-versions:end -->"
 SHOWN = ("torch", "transformers", "peft", "accelerate", "gguf", "sentence-transformers", "llama-cpp-python",
@@ -37,7 +38,7 @@ def canonical(name: str) -> str:
 
 def asset_names() -> set[str]:
     names = set()
-    for line in ASSETS.read_text().splitlines():
+    for line in [*ASSETS.read_text().splitlines(), *MODELS.read_text().splitlines()]:
         line = line.split("#", 1)[0].strip()
         if line:
             names.add(canonical(re.split(r"[=<>!~ ]", line, maxsplit=1)[0]))
