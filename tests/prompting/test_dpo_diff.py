@@ -154,3 +154,29 @@ def test_gradient_memory_is_constant_for_the_shortcut_only(parts, space):
     assert cost[4, False][0] == cost[16, False][0]  # bytes saved for backward: the same at 4x the steps
     assert cost[16, True][0] > 3 * cost[4, True][0] > 3 * cost[4, False][0]
     assert torch.isfinite(cost[16, False][2]).all() and cost[16, False][1] > 0
+
+
+def test_tiny_world_captions_use_known_words_and_styles_split_every_class():
+    """v2 captions: every word is in the tokenizer's vocabulary (no <unk>), each class has thin and bold, slanted
+    and upright images in the stated shares, and a caption names only styles its image has."""
+    import numpy as np
+
+    from trustlab.attribution.ddpm import load_images
+    from trustlab.prompting.dpo_diff_tiny import STYLE_SHARE, STYLES, random_caption, style_of
+
+    tok = word_tokenizer()
+    d = load_images("digits")
+    styles = style_of(d.x, d.y)
+    for k in range(10):
+        ks = [styles[i] for i in (d.y == k).nonzero().flatten().tolist()]
+        for word in STYLES:
+            share = sum(word in s for s in ks) / len(ks)
+            assert abs(share - STYLE_SHARE) < 0.05, (k, word, share)
+        assert not any({"thin", "bold"} <= set(s) or {"slanted", "upright"} <= set(s) for s in ks)
+    rng = np.random.default_rng(0)
+    synonym_of = {w: key for key, words in STYLES.items() for w in words}
+    for i in range(0, len(d.y), 7):
+        text = random_caption(int(d.y[i]), styles[i], rng)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids and len(ids) + 2 <= tok.model_max_length
+        assert {synonym_of[w] for w in text.split() if w in synonym_of} <= set(styles[i])

@@ -259,8 +259,10 @@ class DiffusionAdapter:
         return (x * self.scheduler.init_noise_sigma).to(self.device)
 
     def _eps(self, latents: torch.Tensor, t: Any, cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+        n = len(latents)
         x = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        eps_u, eps_c = self.unet(x, t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+        states = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
+        eps_u, eps_c = self.unet(x, t, encoder_hidden_states=states).sample.chunk(2)
         if torch.is_grad_enabled():
             self.grad_unet_calls += 1
         return eps_u + self.guidance_scale * (eps_c - eps_u)
@@ -271,27 +273,28 @@ class DiffusionAdapter:
             latents = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return (latents / 2 + 0.5).clamp(0, 1)
 
-    def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seed: int, *, stop: int | None = None,
-                grad_from: int | None = None) -> torch.Tensor:
+    def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seed: int | Sequence[int], *,
+                stop: int | None = None, grad_from: int | None = None) -> torch.Tensor:
         """Run the guided sampler from the noise of ``seed``.
 
         Args:
             cond, uncond: text states of the positive and negative prompt ``(1, L, d)``.
-            seed: the noise seed.
+            seed: the noise seed, or several: one batch, one image per seed (the same images as one call each).
             stop: step index at which to stop and return the decoded ``x0_hat`` estimate; None runs every
                 step and returns the decoded final sample.
             grad_from: step index from which gradients are tracked (None: none; ``stop``: the shortcut
                 gradient, one UNet call with gradients; 0: backprop through every step).
 
         Returns:
-            Images ``(1, C, H, W)`` in [0, 1].
+            Images ``(B, C, H, W)`` in [0, 1], B the number of seeds.
         """
         self.scheduler.set_timesteps(self.steps)
         timesteps = self.scheduler.timesteps
         if stop is not None and not 0 <= stop < len(timesteps):
             raise DPODiffError(f"step index {stop} is outside the sampler's {len(timesteps)} steps; "
                                "lower the step schedule or raise steps")
-        latents = self.initial_latents(seed)
+        seeds = [int(x) for x in seed] if isinstance(seed, (list, tuple, range)) else [int(seed)]
+        latents = torch.cat([self.initial_latents(s) for s in seeds])
         for i, t in enumerate(timesteps):
             if i == grad_from:
                 self.grad_started_at = time.perf_counter()

@@ -77,8 +77,8 @@ class Evaluator:
         if g not in self.cache:
             cond, uncond = self.relaxed.embed(self.relaxed.one_hot(g))
             adapter = self.relaxed.adapter
-            losses = [float(self.loss_fn(adapter.denoise(cond, uncond, s))[0]) for s in self.seeds]
-            self.cache[g] = self.sign * float(np.mean(losses))
+            losses = self.loss_fn(adapter.denoise(cond, uncond, tuple(self.seeds)))  # one batch of all seeds
+            self.cache[g] = self.sign * float(losses.mean())
             best = min(self.cache.values())
             self.trace.append((len(self.cache), best))
         return self.cache[g]
@@ -268,6 +268,8 @@ class DPODiff:
         schedule, iters: GPO step schedule and iterations.
         budget: full-generation evaluations (40 for EPO / GPO decoding, 32 in hybrid in the paper).
         explore: EPO's uniform-draw probability in the hybrid's first population (0; 1 = released code).
+        grad_from: GPO's gradient: ``"shortcut"`` (one UNet call) or ``"full"`` (backprop through the sampler
+            steps before it; the costly baseline).
         seed: randomness of the search.
 
     Example:
@@ -277,7 +279,8 @@ class DPODiff:
 
     def __init__(self, adapter: Any, loss: Any, space: SearchSpace, *, algo: str = "hybrid",
                  direction: str | None = None, seeds: Sequence[int] = (0, 1), schedule: str = "step-15-2",
-                 iters: int = 20, budget: int = 32, explore: float = 0.0, seed: int = 0):
+                 iters: int = 20, budget: int = 32, explore: float = 0.0, grad_from: str = "shortcut",
+                 seed: int = 0):
         if algo not in ALGOS:
             raise DPODiffError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
         direction = direction or ("attack" if space.kind == "synonym" else "enhance")
@@ -291,7 +294,10 @@ class DPODiff:
         self.loss_fn = lambda images: loss(images, text)
         self.sign = 1.0 if direction == "enhance" else -1.0
         self.algo, self.direction, self.seeds = algo, direction, tuple(seeds)
+        if grad_from not in ("shortcut", "full"):
+            raise DPODiffError(f"grad_from must be 'shortcut' or 'full', not {grad_from!r}")
         self.schedule, self.iters, self.budget, self.explore, self.seed = schedule, iters, budget, explore, seed
+        self.grad_from = grad_from
 
     def search(self) -> dict[str, Any]:
         """Run the search; returns ``prompt``, ``negative_prompt``, ``genome``, ``loss`` (unsigned mean loss of
@@ -302,7 +308,7 @@ class DPODiff:
         alphas, gpo_losses = None, []
         if self.algo in ("gpo", "hybrid"):
             alphas, gpo_losses = gpo(self.relaxed, self.loss_fn, sign=self.sign, seeds=self.seeds, iters=self.iters,
-                                     schedule=self.schedule, seed=self.seed)
+                                     schedule=self.schedule, seed=self.seed, grad_from=self.grad_from)
         if self.algo == "gpo":
             rng = np.random.default_rng(self.seed)
             seen: set = set()
