@@ -88,6 +88,11 @@ def test_learn_program_cli(tmp_path, tiny_dir):
     results = json.loads((out / "results.json").read_text())
     assert results["n_test"] == 4 and results["n_ood"] == 3 and 0 <= results["ood_accuracy"] <= 1
     assert Program.load(out / "program.json").n_nodes >= 1
+    from tests.browser import render_dom  # the report renders in headless Chromium, rules and plot included
+
+    dom, errors = render_dom(out / "report.html")
+    assert not errors, errors
+    assert "[#0]" in dom and "nodes_accuracy" in dom and "LSP program" in dom
     # bad input: clear errors, no traceback
     (tmp_path / "one.jsonl").write_text('{"input": "a", "label": "x"}\n{"input": "b", "label": "x"}\n'
                                         '{"input": "c", "label": "x"}\n{"input": "d", "label": "x"}\n'
