@@ -23,6 +23,11 @@ class CapabilityError(TrustlabError, NotImplementedError):
     """A method needs something the backend cannot provide (e.g. attentions from an HTTP endpoint)."""
 
 
+class DataUnavailableError(TrustlabError, LookupError):
+    """Data a method needs is not on this machine and cannot be fetched (offline, not cached). The message says
+    where to put it or which variable names a local copy. The audit shows such a section as skipped."""
+
+
 class EndpointError(TrustlabError, ConnectionError):
     """An OpenAI-compatible endpoint failed after bounded retries, or answered with an error."""
 

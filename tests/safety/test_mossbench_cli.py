@@ -106,3 +106,23 @@ def test_audit_plan_counts_the_calls_of_run():
     quick, half = plan(None, quick=True), plan(None, scale=0.5)
     assert (quick.calls, quick.new_tokens) == (18, 18 * 32)
     assert half.calls == 30 and half.items == "15 benign + 15 contrast items"
+
+
+def test_audit_skips_the_section_when_the_data_cannot_be_had(tiny, tmp_path, monkeypatch):
+    """Offline with no local copy and nothing cached (here: a mirror URL on a closed local port), the section is
+    reported as skipped with where to put the data; the audit itself succeeds. `eval mossbench` says the same."""
+    from tests.servers import free_port
+    from trustlab.audit import run_audit
+    from trustlab.errors import DataUnavailableError
+    from trustlab.safety import mossbench_audit
+
+    monkeypatch.setenv("TRUSTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRUSTLAB_MOSSBENCH_URL", f"http://127.0.0.1:{free_port()}/mossbench")
+    monkeypatch.setenv("TRUSTLAB_MOSSBENCH_DATA", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataUnavailableError, match="TRUSTLAB_MOSSBENCH_DATA"):
+        mossbench_audit.run(tiny, RunFolder(tmp_path / "a"), quick=True, seed=0)
+    report = run_audit(tiny, tmp_path / "audit", sections=["oversensitivity"], quick=True)
+    results = json.loads((tmp_path / "audit" / "results.json").read_text())
+    assert "oversensitivity" in results["skipped"] and "not available here" in results["skipped"]["oversensitivity"]
+    assert "oversensitivity (skipped)" in report.read_text()

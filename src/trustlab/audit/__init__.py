@@ -5,7 +5,8 @@ The sections are the method records' ``audit`` entries (:mod:`trustlab.registry`
 into the run folder and returns the report sections to show. Sections are isolated from each other:
 
 - one that cannot run on the given backend (:class:`~trustlab.errors.CapabilityError`, e.g. attention
-  steering on an HTTP endpoint) or lacks an extra (:class:`~trustlab.errors.MissingExtraError`) is
+  steering on an HTTP endpoint), lacks an extra (:class:`~trustlab.errors.MissingExtraError`) or lacks data
+  that cannot be had here (:class:`~trustlab.errors.DataUnavailableError`, e.g. MOSSBench offline) is
   reported as skipped, with the reason;
 - one that crashes (any other exception) is reported as failed, with its error and the last frames of its
   traceback, in report.html and results.json; the others still run and keep their results, and
@@ -36,7 +37,7 @@ from trustlab.audit.scorecard import (
     scorecard_html,
     write_scorecard,
 )
-from trustlab.errors import CapabilityError, MissingExtraError, TrustlabError
+from trustlab.errors import CapabilityError, DataUnavailableError, MissingExtraError, TrustlabError
 from trustlab.registry import audit_sections, get_section, resolve
 from trustlab.report import RunFolder, Section
 
@@ -169,7 +170,7 @@ def run_audit(model: Any, out: str | Path, *, sections: list[str] | None = None,
                     concerns.append(part if part.section else _with_section(part, name))
                 else:
                     report.append(part)
-        except (CapabilityError, MissingExtraError) as exc:
+        except (CapabilityError, MissingExtraError, DataUnavailableError) as exc:
             skipped[name] = str(exc)
             report.append(Section(title=f"{name} (skipped)", text=str(exc)))
         except Exception as exc:  # noqa: BLE001  (a crashing section must not take the others down)

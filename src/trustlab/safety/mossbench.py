@@ -31,7 +31,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -123,10 +125,19 @@ class MossItem:
         return asdict(self)
 
 
+def base_url() -> str:
+    """Where "online" reads from: ``$TRUSTLAB_MOSSBENCH_URL`` (a mirror of the repository's raw files), else
+    :data:`OFFICIAL_URL`."""
+    url = os.environ.get("TRUSTLAB_MOSSBENCH_URL") or OFFICIAL_URL
+    return url if url.endswith("/") else url + "/"
+
+
 def _cache_dir() -> Path:
     from trustlab.models.embedded import cache_root
 
-    return cache_root() / "mossbench" / "main"
+    base = base_url()
+    mirror = "" if base == OFFICIAL_URL else "mirror-" + hashlib.sha256(base.encode()).hexdigest()[:12]
+    return cache_root() / "mossbench" / (mirror or "main")
 
 
 def _download(url: str) -> Path:
@@ -134,7 +145,7 @@ def _download(url: str) -> Path:
     from trustlab.errors import EndpointError, require
     from trustlab.report.io import atomic_write_bytes
 
-    target = _cache_dir() / url.removeprefix(OFFICIAL_URL)
+    target = _cache_dir() / url.removeprefix(base_url())
     if target.exists():
         return target
     httpx = require("httpx", "llm", pip="pip install httpx")
@@ -226,8 +237,8 @@ def load_mossbench(split: str = "benign", source: str | Path = "online") -> list
     if split not in SPLITS:
         raise TrustlabError(f"unknown MOSSBench split {split!r}; choose one of {', '.join(SPLITS)}")
     if str(source) == "online":
-        url = OFFICIAL_URL + SPLIT_FILES[split]
-        path, root = _download(url), OFFICIAL_URL + SPLIT_FILES[split].split("/")[0] + "/"
+        url = base_url() + SPLIT_FILES[split]
+        path, root = _download(url), base_url() + SPLIT_FILES[split].split("/")[0] + "/"
     else:
         given = Path(source).expanduser()
         path = given if given.is_file() else (_find_info(split, given) if given.is_dir() else None)

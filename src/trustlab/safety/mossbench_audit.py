@@ -35,10 +35,13 @@ def evaluate(model: Any, *, data: str | Path = "online", per_type: int = 10, see
     Returns:
         ``{"label", "mode", "notes", "rates": {judge: rates}, "agreement", "judge_validity", "records"}``.
 
+    Raises:
+        DataUnavailableError: the data is neither in ``data`` nor cached, and cannot be downloaded.
+
     Example:
         >>> evaluate(load_model(), data="../shared/data/mossbench", per_type=3)["rates"]["keyword"]["splits"]
     """
-    from trustlab.errors import EndpointError
+    from trustlab.errors import DataUnavailableError, EndpointError
     from trustlab.reproduce.mossbench import load_split
     from trustlab.safety.mossbench import MossBenchDataError, judge_records, run_mossbench, stratified
     from trustlab.safety.mossbench_judge import KeywordJudge, RubricJudge, agreement
@@ -46,8 +49,14 @@ def evaluate(model: Any, *, data: str | Path = "online", per_type: int = 10, see
     folder = None if str(data) == "online" else Path(data)
     explicit = mode is not None
     mode = mode or ("image" if getattr(model.capabilities, "vision", False) else "text")
+    try:
+        splits = {s: load_split(s, folder) for s in ("benign", "contrast")}
+    except (MossBenchDataError, EndpointError) as exc:
+        raise DataUnavailableError(f"MOSSBench data is not available here: {exc}. Set TRUSTLAB_MOSSBENCH_DATA to a "
+                                   "folder with the official data (data/ and data_contrast/ of the MOSSBench "
+                                   "repository), or run once online to cache it") from exc
     items = [i for s in ("benign", "contrast")
-             for i in stratified(load_split(s, folder), per_type, seed=seed, need_caption=mode == "text")]
+             for i in stratified(splits[s], per_type, seed=seed, need_caption=mode == "text")]
     notes = []
     if mode == "image":
         try:
