@@ -1,11 +1,13 @@
 """Optimizer step time and state memory of LoRA-RITE vs AdamW and pytorch-optimizer's ``LoRARite``.
 
 Setup: the embedded SmolLM2-135M-Instruct with PEFT LoRA on the attention and MLP projections
-(q, k, v, o, gate, up, down; rank 16 for the targets, ranks 4 and 64 as extra detail), real gradients
+(q, k, v, o, gate, up, down; rank 16 for the targets, ranks 8 and 64 as extra detail), real gradients
 from one forward/backward on random tokens. Every optimizer steps the same parameters with the same
-gradients; the optimizers are timed in interleaved rounds so machine noise hits all of them alike.
+gradients, in one process; the optimizers are timed in interleaved rounds so machine noise hits all of
+them alike. On a shared machine pass ``--threads 1``: with more threads than free cores every timing
+(AdamW's too) is dominated by waiting.
 
-Run: ``python benchmarks/lora_rite_step.py`` (writes ``results/benchmarks/lora_rite_step.json``).
+Run: ``python benchmarks/lora_rite_step.py --threads 1`` (writes ``results/benchmarks/lora_rite_step.json``).
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ def make_optimizers(model) -> dict[str, torch.optim.Optimizer]:
     }
 
 
-def time_steps(model, rounds: int, steps: int) -> tuple[dict[str, float], dict[str, int], int, int]:
+def time_steps(model, rounds: int, steps: int) -> tuple[dict[str, float], dict[str, int], int, int, int]:
     """Median step seconds and state bytes of each optimizer (parameters restored between optimizers), the
-    LoRA parameter count, and how many of our factor decompositions took the Householder-QR fallback."""
+    LoRA parameter count, how many of our factor decompositions took the Householder-QR fallback, and the
+    bytes of our reused step buffers (held outside the state)."""
     params = [p for p in model.parameters() if p.requires_grad]
     init = [p.detach().clone() for p in params]
     opts = make_optimizers(model)
@@ -80,15 +83,16 @@ def time_steps(model, rounds: int, steps: int) -> tuple[dict[str, float], dict[s
                 opt.step()
                 times[name].append(time.perf_counter() - t0)
     n_params = sum(p.numel() for p in params)
+    ours = opts["trustlab LoRARITE"]
     return ({k: statistics.median(v) for k, v in times.items()}, {k: state_bytes(o) for k, o in opts.items()},
-            n_params, opts["trustlab LoRARITE"].basis_fallbacks)
+            n_params, ours.basis_fallbacks, ours.buffer_bytes)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--ranks", type=int, nargs="+", default=[4, 16, 64])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[8, 16, 64])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("results/benchmarks/lora_rite_step.json"))
     args = ap.parse_args(argv)
@@ -99,9 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     for rank in args.ranks:
         torch.manual_seed(0)
         model = lora_model(rank)
-        sec, mem, n, fallbacks = time_steps(model, args.rounds, args.steps)
+        sec, mem, n, fallbacks, buffers = time_steps(model, args.rounds, args.steps)
         by_rank[rank] = {"step_seconds": sec, "state_bytes": mem, "lora_params": n,
-                         "pairs": len(find_lora_pairs(model)[0]), "basis_fallbacks": fallbacks}
+                         "pairs": len(find_lora_pairs(model)[0]), "basis_fallbacks": fallbacks,
+                         "ours_buffer_bytes": buffers,
+                         "ratio_vs_adamw": sec[ours] / sec[adamw], "ratio_vs_peer": sec[ours] / sec[peer]}
         print(f"rank {rank}: {n:,} LoRA parameters; {fallbacks} QR-fallback decompositions")
         for name in sec:
             print(f"  {name:30s} {sec[name] * 1e3:8.2f} ms/step  state {mem[name] / 2**20:7.1f} MiB  "
@@ -110,8 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     rank = 16 if 16 in by_rank else args.ranks[0]
     setup = {"model": "SmolLM2-135M-Instruct (embedded)", "rank": rank, "targets": TARGETS,
              "rounds": args.rounds, "steps_per_round": args.steps, "statistic": "median",
+             "torch_threads": torch.get_num_threads(), "timing": "one process, optimizers interleaved per round",
              "all_ranks": by_rank, "optimizer_class": LoRARITE.__name__, "load_average": os.getloadavg(),
-             "note": "AdamW default on CPU = per-tensor loop; 'torch AdamW (fused)' is in all_ranks for reference"}
+             "note": "AdamW default on CPU = per-tensor loop; 'torch AdamW (fused)' is in all_ranks for reference; "
+                     "ours_buffer_bytes = reused step buffers held outside the optimizer state"}
     sec, mem = r16["step_seconds"], r16["state_bytes"]
     machine = machine_info()
     records = [

@@ -1,4 +1,4 @@
-"""Find LoRA factor pairs by parameter name, never by order.
+"""Find LoRA factor pairs by parameter name, never by order, and lay them out in same-shape blocks.
 
 PEFT names the two factors of one adapted module ``<prefix>.lora_A.<adapter>.weight`` (shape
 ``(r, in, ...)``, rank axis 0) and ``<prefix>.lora_B.<adapter>.weight`` (shape ``(out, r, ...)``, rank
@@ -8,16 +8,22 @@ axis 1); embeddings use ``lora_embedding_A`` / ``lora_embedding_B`` with the sam
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from trustlab.errors import TrustlabError
+from trustlab.optim.rite_math import F64
 
 # "lora_A" / "lora_embedding_A" as a whole dotted name component; group 1 is everything before "A".
+_SMALL = ("step", "prev_rinv", "exp_avg_sq", "escape", "basis_cond")  # LoRA-RITE state, stacked per block
+_TALL = ("exp_avg", "prev_factor")  # tall LoRA-RITE state, stacked per bucket
+
 _FACTOR = re.compile(r"(?:^|\.)(lora_(?:embedding_)?)([AB])(?=\.|$)")
 
 
@@ -160,3 +166,98 @@ def find_lora_pairs(model: nn.Module | Iterable[tuple[str, torch.Tensor]], adapt
                                 "LoRA-RITE updates both factors of a pair together")
         pairs.append(LoRAPair(a, b, name=a_name[: match.start(1)].rstrip(".") or a_name))
     return pairs, others
+
+
+class BlockLayout:
+    """How the active LoRA pairs of one optimizer group that share rank and device are batched.
+
+    Factors are ordered by bucket (same matrix shape and orientation, see :func:`as_matrix`), so each
+    bucket is a contiguous range ``lo:hi`` of the block; ``partner[b]`` is the block index of factor
+    ``b``'s partner. Tall work is batched per bucket, ``r x r`` work over the whole block.
+
+    The layout also holds the block's state, stacked (:meth:`bind`): each parameter's entries in
+    ``optimizer.state`` are views into these stacks, so a step reads its state without stacking and
+    writes it in place (like ``torch.optim.AdamW``: keep a copy of ``state_dict()`` to freeze it). The
+    tall moments are double-buffered: a step writes the new first moment and factor copy into the
+    spare buffer and then swaps, so no tall state is copied twice.
+
+    Args:
+        group: an optimizer param group with ``params`` ``[lora_B1, lora_A1, ...]`` and ``rank_dims``.
+        pairs: indices of the pairs in the group that take part in this step.
+
+    Example:
+        >>> a, b = torch.zeros(4, 32), torch.zeros(16, 4)
+        >>> lay = BlockLayout({"params": [b, a], "rank_dims": [(1, 0)]}, [0])
+        >>> lay.buckets, lay.partner.tolist()
+        ([(0, 1, False), (1, 2, True)], [1, 0])
+    """
+
+    def __init__(self, group: dict[str, Any], pairs: list[int]):
+        params = [group["params"][k] for i in pairs for k in (2 * i, 2 * i + 1)]
+        dims = [d for i in pairs for d in group["rank_dims"][i]]
+        self.pair_params = params  # pair order [B1, A1, B2, A2, ...] (for balancing)
+        p0 = params[0]
+        self.dtype = torch.float32 if p0.dtype in (torch.float16, torch.bfloat16) else p0.dtype
+        self.rank = p0.shape[dims[0]]
+        buckets: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+        for j, (p, dim) in enumerate(zip(params, dims, strict=True)):
+            mat, rank_first = as_matrix(p, dim)
+            buckets.setdefault((tuple(mat.shape), rank_first), []).append(j)
+        order = [j for js in buckets.values() for j in js]
+        pos = {j: b for b, j in enumerate(order)}
+        self.params, self.dims = [params[j] for j in order], [dims[j] for j in order]
+        self.buckets: list[tuple[int, int, bool]] = []
+        for (_, rank_first), js in buckets.items():
+            lo = self.buckets[-1][1] if self.buckets else 0
+            self.buckets.append((lo, lo + len(js), rank_first))
+        # plain buckets: 2-D factors in the working dtype, whose matrix view is the parameter itself
+        self.plain = [all(p.ndim == 2 and p.dtype == self.dtype for p in self.params[lo:hi]) for lo, hi, _ in self.buckets]
+        dev = p0.device
+        self.partner = torch.tensor([pos[j ^ 1] for j in order], device=dev)
+        self.rows = torch.tensor([p.numel() // self.rank for p in self.params], dtype=F64, device=dev)
+        self.small: dict[str, torch.Tensor] = {}  # _SMALL key -> (n, ...) stack
+        self.tall: dict[str, list[list[torch.Tensor]]] = {}  # _TALL key -> per bucket [current, spare]
+        self.views: dict[str, list[list[torch.Tensor]]] = {}  # key -> [views of current, views of spare]
+        self.work: list[torch.Tensor] = []  # per bucket: the stacked gradients (a reused buffer)
+        self.work_views: list[torch.Tensor] = []
+
+    def bind(self, opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
+        """The factors' state dicts; (re)stacks their state unless every entry is still a view of ours."""
+        states = [opt.state[p] for p in self.params]
+        if self.views and all(all(map(operator.is_, [st.get(k) for st in states], v[0])) for k, v in self.views.items()):
+            return states
+        r, dt = self.rank, self.dtype
+        for p, dim, st in zip(self.params, self.dims, states, strict=True):
+            if not st:
+                shape = as_matrix(p, dim)[0].shape
+                st.update(step=torch.zeros((), dtype=torch.float32),
+                          exp_avg=p.new_zeros(shape, dtype=dt), prev_factor=p.new_zeros(shape, dtype=dt),
+                          prev_rinv=p.new_zeros(r, r, dtype=F64), exp_avg_sq=p.new_zeros(r, r, dtype=F64),
+                          escape=p.new_zeros((), dtype=F64))
+            if "basis_cond" not in st:  # kappa of prev_factor (absent in old checkpoints)
+                st["basis_cond"] = p.new_ones((), dtype=F64)
+        self.small = {k: torch.stack([st[k] for st in states]) for k in _SMALL}
+        self.views = {k: [list(t.unbind(0))] for k, t in self.small.items()}
+        for k in _TALL:
+            self.tall[k] = [[torch.stack([st[k] for st in states[lo:hi]]).to(dt)] for lo, hi, _ in self.buckets]
+            for bufs in self.tall[k]:
+                bufs.append(torch.empty_like(bufs[0]))
+            self.views[k] = [[v for bufs in self.tall[k] for v in bufs[i].unbind(0)] for i in (0, 1)]
+        self.work = [torch.empty_like(bufs[0]) for bufs in self.tall["exp_avg"]]
+        self.work_views = [v for w in self.work for v in w.unbind(0)]
+        self._publish(states, self.views)
+        return states
+
+    def swap(self, states: list[dict[str, Any]]) -> None:
+        """After a step wrote the spare tall buffers: make them current and point the state at them."""
+        for k in _TALL:
+            for bufs in self.tall[k]:
+                bufs.reverse()
+            self.views[k].reverse()
+        self._publish(states, {k: self.views[k] for k in _TALL})
+
+    @staticmethod
+    def _publish(states: list[dict[str, Any]], views: dict[str, list[list[torch.Tensor]]]) -> None:
+        for k, v in views.items():
+            for st, t in zip(states, v[0], strict=True):
+                st[k] = t

@@ -116,3 +116,17 @@ def sym(x: torch.Tensor) -> torch.Tensor:
 def xtx(x: torch.Tensor) -> torch.Tensor:
     """The symmetrised Gram matrix ``X^T X``."""
     return sym(x.mT @ x)
+
+
+def balance_pairs(params: list[torch.Tensor]) -> None:
+    """Rescale each pair ``(params[2i], params[2i+1])`` in place to the geometric mean of their norms.
+
+    Example:
+        >>> a, b = torch.full((2, 2), 4.0), torch.ones(2, 2)
+        >>> balance_pairs([a, b]); float(a.norm()), float(b.norm())
+        (4.0, 4.0)
+    """
+    norms = torch.stack(torch._foreach_norm(params)).to(F64).view(-1, 2)
+    target = (norms[:, 0] * norms[:, 1]).sqrt()
+    factors = torch.where(norms > 0, target[:, None] / norms.clamp_min(1e-300), torch.ones_like(norms))
+    torch._foreach_mul_(params, [f.to(p.dtype) for f, p in zip(factors.flatten(), params, strict=True)])
