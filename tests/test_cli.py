@@ -161,6 +161,8 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
                               None),
         ("eval", "jailbreak"): ([*m, "--n-harmful", "1", "--n-benign", "1", "--max-new-tokens", "2",
                                  "--no-smoothllm"], None),
+        # the project's drawn MOSSBench-layout set (offline); a text model gets the text proxy
+        ("eval", "mossbench"): ([*m, "--data", str(_moss_data(tmp)), "--per-type", "1", "--max-new-tokens", "2"], None),
         ("uncertainty",): (["Who founded Apple?", *m, "--samples", "2", "--max-new-tokens", "3"], None),
         ("finetune",): ([str(data), *m, "--steps", "1", "--batch-size", "1", "--rank", "2", "--alpha", "4"], None),
         ("eval", "beyondx"): ([*m, "--data", "generated", "--levels", "2", "--n-per-level", "1", "--dev-per-level", "0",
@@ -186,6 +188,13 @@ def _smoke(model: str, tmp: Path) -> dict[tuple[str, ...], tuple[list[str], str 
                             "--input-size", "28", "--k", "3", "--min-cell", "5", "--cache", str(tmp / "fingerprint-emb")],
                            None),
     }
+
+
+def _moss_data(tmp: Path) -> Path:
+    """The drawn benign/harmful image+question set in the official MOSSBench layout."""
+    from trustlab.safety.mossbench_images import write_image_set
+
+    return write_image_set(tmp / "mossbench-data")
 
 
 def _dpo_table(tmp: Path) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+from pathlib import Path
 
 from trustlab.reproduce.memorization_fingerprint import run
 
@@ -24,7 +24,12 @@ def test_quick_reproduction_writes_claims_and_resumes(tmp_path):
     assert len(rows) == 4 * 2 * 2 and all(len(r["curve"]) == 3 for r in rows)
     assert set(details["results"]["vit-trained"]["identification"]) == {
         "curves", "single-layer", "pixel mean/std", "logistic regression"}
-    t0 = time.perf_counter()
-    again = run(tmp_path, quick=True)  # every unit is on disk: nothing is trained or embedded again
-    assert time.perf_counter() - t0 < 15
+    before = _files(tmp_path / "checkpoints")
+    again = run(tmp_path, quick=True)  # every unit is on disk: nothing is trained, sampled or embedded again
+    assert _files(tmp_path / "checkpoints") == before
     assert [c.ours for c in again] == [c.ours for c in claims]
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every checkpoint file with its size and modification time (a rerun that redid a unit would change them)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
