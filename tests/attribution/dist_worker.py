@@ -18,7 +18,13 @@ ATTR = {"n_avg": 3, "n_noise": 2, "device": "cpu", "shard_size": SHARD}
 
 
 def main(out: Path) -> None:
+    import faulthandler
+
     import torch.distributed as dist
+
+    from tests.data.dist_worker import quit_without_teardown
+
+    faulthandler.dump_traceback_later(280, exit=True)  # a hang fails with every thread's stack (test limit 300 s)
 
     from trustlab.attribution import DiffusionTracIn
     from trustlab.attribution.ddpm import DDPMConfig, load_images, load_run, train_ddpm
@@ -34,7 +40,7 @@ def main(out: Path) -> None:
     scores = attr.attribute(loaded.x[:N_QUERY])
     torch.save({"rank": rank, "world": dist.get_world_size(), "shards": mine, "scores": scores,
                 "weights": task.checkpoints[-1].load()}, out / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    quit_without_teardown(dist)
 
 
 if __name__ == "__main__":

@@ -146,8 +146,28 @@ def row_losses(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return tok.mean(1)
 
 
+def quit_without_teardown(dist) -> None:
+    """Wait for the other rank, then leave without running destructors.
+
+    torch 2.13's gloo teardown can deadlock: destroying the DDP reducer (with the GIL held) joins the gloo
+    run-loop thread while that thread waits for the GIL to release the last all-gather's Python tensors
+    (seen here under CPU load: one rank wrote its files, then hung in ``~ProcessGroupGloo``). Every output is
+    on disk by now; these tests check the schedule split, not torch's teardown.
+    """
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def train(out: Path, which: str) -> None:
+    import faulthandler
+
     import torch.distributed as dist
+
+    # a hang anywhere (a collective, a rendezvous, a teardown) dumps every thread's stack and exits, so the
+    # test fails with a traceback instead of waiting out its limit
+    faulthandler.dump_traceback_later(600, exit=True)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     # a stalled peer (a rendezvous gone wrong) fails every collective after this, not after the default 30 min
@@ -184,7 +204,7 @@ def train(out: Path, which: str) -> None:
         "rank": rank, "world": world, "backend": dist.get_backend(), "sampler_rank": sampler.rank,
         "sampler_world": sampler.world_size, "records": records, "checksum": checksum, "prior": prior}))
     torch.save(sampler.state_dict(), out / f"state-rank{rank}.pt")
-    dist.destroy_process_group()
+    quit_without_teardown(dist)
 
 
 if __name__ == "__main__":
