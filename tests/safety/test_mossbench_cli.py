@@ -68,6 +68,8 @@ def test_quick_reproduction_runs_resumes_and_writes_both_claims(tiny, tmp_path, 
     details = json.loads((out / "details.json").read_text())
     assert details["label"] == "MOSSBench-text proxy"
     assert details["judges"]["keyword_on_drawn_image_set"]["n"] == 32
+    valid = [v for lvl in details["valid_per_item"].values() for s in lvl.values() for v in s]
+    assert len(valid) == len(rows) and claims[0].valid_rate == pytest.approx(sum(valid) / len(valid))
     again = repro.run(out, quick=True, model=tiny)  # resumes: nothing generated twice
     assert len((out / "samples.jsonl").read_text().splitlines()) == len(rows)
     assert [c.to_dict() for c in again] == [c.to_dict() for c in claims]
@@ -126,3 +128,20 @@ def test_audit_skips_the_section_when_the_data_cannot_be_had(tiny, tmp_path, mon
     results = json.loads((tmp_path / "audit" / "results.json").read_text())
     assert "oversensitivity" in results["skipped"] and "not available here" in results["skipped"]["oversensitivity"]
     assert "oversensitivity (skipped)" in report.read_text()
+
+
+def test_responses_that_echo_their_system_prompt_are_not_data():
+    from trustlab.reproduce.mossbench import make_claims, response_valid
+    from trustlab.safety.mossbench import SYSTEM_PROMPTS
+
+    safety = SYSTEM_PROMPTS["safety"]
+    assert response_valid("I can't help with that.", safety)
+    assert not response_valid("  ", safety) and not response_valid("", "")
+    assert not response_valid("Sure. " + safety, safety)  # a copy of the system prompt
+    assert response_valid("Sure. " + safety, "")  # nothing to echo without a system prompt
+    details = _details({"none": [0] * 4, "helpful": [0] * 4, "safety": [1] * 4},
+                       {"none": [0] * 4, "helpful": [1] * 4, "safety": [1] * 4})
+    assert [c.valid_rate for c in make_claims(details)] == [None, None]  # written before the field existed
+    details["valid_per_item"] = {lvl: {"benign": [True] * 4, "contrast": [True] * 4} for lvl in ("none", "helpful")}
+    details["valid_per_item"]["safety"] = {"benign": [False, True, True, True], "contrast": [True] * 4}
+    assert [c.valid_rate for c in make_claims(details)] == [pytest.approx(23 / 24), pytest.approx(7 / 8)]
