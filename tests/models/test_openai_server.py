@@ -154,6 +154,31 @@ def test_probe_finds_what_transformers_serve_honours(served, transformers_server
         served.generate(["Say hi."], temperature=1.0, max_new_tokens=2)
 
 
+def test_requests_are_in_flight_together_on_a_batching_server(transformers_server):
+    """The client really keeps max_concurrency requests open at once (no lock, no per-request client):
+    counted at the HTTP layer, from sending each request until its response headers arrive. The server
+    batches them, and greedy answers do not depend on what they were batched with."""
+    import threading
+
+    m = load_model(f"openai:{transformers_server.base_url}", probe=False, max_concurrency=4, timeout=120)
+    sequential = [m.generate([q], max_new_tokens=4)[0][0].text for q in QUESTIONS[:4]]
+    lock, counts = threading.Lock(), {"now": 0, "peak": 0}
+
+    def sent(_request):
+        with lock:
+            counts["now"] += 1
+            counts["peak"] = max(counts["peak"], counts["now"])
+
+    def answered(_response):
+        with lock:
+            counts["now"] -= 1
+
+    m._client.event_hooks = {"request": [sent], "response": [answered]}
+    concurrent = [s[0].text for s in m.generate(QUESTIONS[:4], max_new_tokens=4)]
+    assert counts == {"now": 0, "peak": 4}
+    assert concurrent == sequential
+
+
 def test_clue_refuses_a_server_whose_samples_cannot_vary(served, transformers_server):
     """The failure this backend once hid: 5 identical samples per question and CLUE = ln 2 for all."""
     from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, LexicalSimilarity, SampleSet
