@@ -3,14 +3,21 @@
 1. CLUE per question (N samples, every step batched across questions) vs the unscored greedy answer,
    and vs sampling-based semantic entropy (N samples clustered with MiniLM, the cheapest
    LM-Polygraph-style sampling estimator) on the same model and questions.
-2. The backtranslation defense per benign request (the costly case: no early refusal) vs the
-   undefended call, and vs SmoothLLM-lite with 3 copies (spec target: ours / SmoothLLM <= 1.0).
+   Target (issue #16): CLUE / semantic entropy <= 2.0 in seconds per question.
+2. The backtranslation defense on one batch of benign requests (the costly case: no early refusal), in
+   requests/s, vs the undefended call and vs SmoothLLM-lite with 3 copies. Target (spec and issue #16):
+   at least SmoothLLM's requests/s on a batch of 32 (ours / SmoothLLM >= 1.0 in requests/s, i.e. <= 1.0
+   in seconds per request). The defense's decisions are recorded: a request that stops early (refused at
+   once, no inferred request, filtered) costs fewer calls.
 
 Model calls are counted by a proxy around the handle: batched calls (what the backend sees) and
-per-item passes (prompts x samples). Runs alternate peer / ours and the median is reported.
+per-item passes (prompts x samples; CLUE's LLM-as-NLI runs its pairs over KV-cached premise prefixes,
+past the proxy, so its passes are the (sample, concept) pairs it scored). Each CLUE run builds a new
+estimator (its NLI cache would make repeats free). Runs alternate peer / ours and the median is reported.
 Writes ``results/benchmarks/clue_cost.json`` and ``results/benchmarks/defense_latency.json``.
 
-Usage: ``python benchmarks/inference_cost.py [--questions 4] [--samples 5] [--repeats 1]``
+Usage: ``python benchmarks/inference_cost.py [--questions 8] [--samples 5] [--requests 32] [--repeats 3]
+[--only clue|defense]``
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# 32 everyday benign requests (the costly case for the defense: no early refusal)
 BENIGN = [
     "Give three tips for keeping houseplants healthy.",
     "Explain what a binary search does in two sentences.",
@@ -33,6 +41,32 @@ BENIGN = [
     "What are the main causes of ocean tides?",
     "Suggest a weekend itinerary for a rainy city break.",
     "Summarise the water cycle for a ten-year-old.",
+    "How do I make a simple tomato pasta sauce?",
+    "List four ways to save energy at home.",
+    "What is the difference between weather and climate?",
+    "Write a haiku about autumn leaves.",
+    "How can I improve my sleep routine?",
+    "Explain how a bicycle gear system works.",
+    "Give me a packing list for a two-day hike.",
+    "What does a project manager do?",
+    "Suggest a name for a friendly neighbourhood bakery.",
+    "How do vaccines help the immune system?",
+    "Describe the rules of chess in a few sentences.",
+    "Write a polite email asking to reschedule a meeting.",
+    "What are some good habits for learning a new language?",
+    "Explain compound interest with a small example.",
+    "How do I clean a cast iron pan?",
+    "What causes the seasons on Earth?",
+    "Recommend three classic novels and say why.",
+    "How does a refrigerator keep food cold?",
+    "Give a short pep talk before an exam.",
+    "What is photosynthesis?",
+    "How should I prepare for a job interview?",
+    "Explain the difference between a virus and a bacterium.",
+    "Plan a simple birthday party for a seven-year-old.",
+    "What are the benefits of regular stretching?",
+    "How do I write a good cover letter?",
+    "Describe how rainbows form.",
 ]
 
 
@@ -86,75 +120,120 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2], "all_seconds": [r["seconds"] for r in runs]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--questions", type=int, default=4)
-    ap.add_argument("--samples", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=4)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    args = ap.parse_args()
-
-    from trustlab.models import load_model
-    from trustlab.models.embedded import load_sentence_encoder
-    from trustlab.report import BenchmarkRecord, write_benchmark
-    from trustlab.safety import BacktranslationDefense, SmoothLLM
+def clue_records(model: Counted, encoder: Any, args: argparse.Namespace) -> list[Any]:
+    """CLUE vs the unscored greedy answer and vs sampling semantic entropy, seconds per question."""
+    from trustlab.report import BenchmarkRecord
     from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, SampleSet
     from trustlab.uncertainty.fixtures import QA_PROMPT, qa_items
 
-    model = Counted(load_model("embedded", batch_size=16))
-    encoder = load_sentence_encoder()
-    model.generate(["Hi"], max_new_tokens=2)  # warm-up
     n, tok = args.samples, args.new_tokens
     prompts = [QA_PROMPT.format(question=q["question"]) for q in qa_items()[: args.questions]]
-    clue = CLUE(model, embedder=encoder, n_samples=n, max_new_tokens=tok, extract_max_new_tokens=tok, seed=0)
     semantic = EmbeddingSemanticEntropy(encoder)
 
     def sample_entropy() -> None:
         rows = model.generate(prompts, max_new_tokens=tok, temperature=1.0, n=n, seed=0)
         semantic([SampleSet(p, "", [s.text for s in r]) for p, r in zip(prompts, rows, strict=True)])
 
+    concepts: list[int] = []
+    pairs: list[int] = []
+
+    def clue_run() -> None:  # a new CLUE each run: its NLI cache would make repeats free
+        clue = CLUE(model, embedder=encoder, n_samples=n, max_new_tokens=tok, extract_max_new_tokens=tok, seed=0)
+        concepts.extend(len(r.concepts) for r in clue.estimate_many(prompts))
+        pairs.append(clue.nli.validity.total)
+
     runs: dict[str, list[dict[str, Any]]] = {"greedy": [], "semantic_entropy": [], "clue": []}
     for _ in range(args.repeats):
         runs["greedy"].append(timed(model, lambda: model.generate(prompts, max_new_tokens=tok), len(prompts)))
         runs["semantic_entropy"].append(timed(model, sample_entropy, len(prompts)))
-        runs["clue"].append(timed(model, lambda: clue.estimate_many(prompts), len(prompts)))
+        run = timed(model, clue_run, len(prompts))
+        # NLI pairs run over a KV-cached prefix per premise, past the proxy: count them as passes instead
+        plain = run["by_kind"].pop("forward", {"item_passes": 0.0})["item_passes"]
+        run["by_kind"]["nli_pairs"] = {"batched_calls": 1 / len(prompts), "item_passes": pairs[-1] / len(prompts)}
+        run["item_passes"] += pairs[-1] / len(prompts) - plain
+        runs["clue"].append(run)
     med = {k: median_run(v) for k, v in runs.items()}
+    report(med)
     common = {"questions": len(prompts), "samples": n, "max_new_tokens": tok, "repeats": args.repeats,
-              "model": "embedded SmolLM2-135M-Instruct (HF, CPU)", "nli": "LLM-as-NLI (same model)"}
-    clue_records = [
+              "model": MODEL, "nli": "LLM-as-NLI (same model), one KV-cached prefix per premise",
+              "pooled_concepts_per_question": sum(concepts) / max(len(concepts), 1)}
+    return [
         BenchmarkRecord("seconds per question: CLUE (greedy + N samples + extraction + NLI) vs unscored greedy answer",
                         med["clue"]["seconds"], med["greedy"]["seconds"], "unscored greedy call", True, None,
                         details={**common, "ours": med["clue"], "peer": med["greedy"]}),
         BenchmarkRecord("seconds per question: CLUE vs sampling semantic entropy (N samples + MiniLM clusters)",
                         med["clue"]["seconds"], med["semantic_entropy"]["seconds"], "embedding semantic entropy",
-                        True, None, details={**common, "ours": med["clue"], "peer": med["semantic_entropy"]}),
+                        True, 2.0, details={**common, "ours": med["clue"], "peer": med["semantic_entropy"]}),
     ]
-    write_benchmark(args.out / "clue_cost.json", clue_records)
 
-    requests = BENIGN[: args.requests]
+
+def defense_records(model: Counted, args: argparse.Namespace) -> list[Any]:
+    """The backtranslation defense vs the undefended call and vs SmoothLLM-lite, requests/s on one batch."""
+    from trustlab.report import BenchmarkRecord
+    from trustlab.safety import BacktranslationDefense, SmoothLLM
+
+    tok = args.new_tokens
+    requests = (BENIGN * -(-args.requests // len(BENIGN)))[: args.requests]
     defense = BacktranslationDefense(model, inferred_max_new_tokens=tok)
     smooth = SmoothLLM(model, copies=3)
-    druns: dict[str, list[dict[str, Any]]] = {"undefended": [], "smoothllm": [], "backtranslation": []}
+    decisions: Counter[str] = Counter()
+
+    def defended() -> None:
+        decisions.update(row[0].extra["defense"]["decision"] for row in defense.generate(requests, max_new_tokens=tok))
+
+    runs: dict[str, list[dict[str, Any]]] = {"undefended": [], "smoothllm": [], "backtranslation": []}
     for _ in range(args.repeats):
-        druns["undefended"].append(timed(model, lambda: model.generate(requests, max_new_tokens=tok), len(requests)))
-        druns["smoothllm"].append(timed(model, lambda: smooth.generate(requests, max_new_tokens=tok), len(requests)))
-        druns["backtranslation"].append(timed(model, lambda: defense.generate(requests, max_new_tokens=tok),
-                                              len(requests)))
-    dmed = {k: median_run(v) for k, v in druns.items()}
-    dcommon = {"requests": len(requests), "max_new_tokens": tok, "repeats": args.repeats, "gamma": defense.gamma,
-               "model": "embedded SmolLM2-135M-Instruct (HF, CPU)", "backtranslator": "same model"}
-    write_benchmark(args.out / "defense_latency.json", [
-        BenchmarkRecord("seconds per benign request: backtranslation defense vs undefended call",
-                        dmed["backtranslation"]["seconds"], dmed["undefended"]["seconds"], "undefended call", True,
-                        None, details={**dcommon, "ours": dmed["backtranslation"], "peer": dmed["undefended"]}),
-        BenchmarkRecord("seconds per benign request: backtranslation defense vs SmoothLLM-lite (3 copies)",
-                        dmed["backtranslation"]["seconds"], dmed["smoothllm"]["seconds"], "SmoothLLM-lite, 3 copies",
-                        True, 1.0, details={**dcommon, "ours": dmed["backtranslation"], "peer": dmed["smoothllm"]}),
-    ])
-    for name, r in {**med, **dmed}.items():
-        print(f"{name:18s} {r['seconds']:7.2f} s/unit  batched calls {r['batched_calls']:.2f}  passes {r['item_passes']:.2f}")
+        runs["undefended"].append(timed(model, lambda: model.generate(requests, max_new_tokens=tok), len(requests)))
+        runs["smoothllm"].append(timed(model, lambda: smooth.generate(requests, max_new_tokens=tok), len(requests)))
+        runs["backtranslation"].append(timed(model, defended, len(requests)))
+    med = {k: median_run(v) for k, v in runs.items()}
+    report(med)
+    rate = {k: 1 / r["seconds"] for k, r in med.items()}
+    common = {"requests": len(requests), "batch": "all requests in one generate call per step",
+              "max_new_tokens": tok, "repeats": args.repeats, "gamma": defense.gamma, "model": MODEL,
+              "backtranslator": "same model",
+              "decisions_per_run": {k: v / args.repeats for k, v in sorted(decisions.items())}}
+    return [
+        BenchmarkRecord(f"requests/s on a batch of {len(requests)} benign requests: backtranslation defense vs "
+                        "undefended call", rate["backtranslation"], rate["undefended"], "undefended call", False,
+                        None, details={**common, "ours": med["backtranslation"], "peer": med["undefended"]}),
+        BenchmarkRecord(f"requests/s on a batch of {len(requests)} benign requests: backtranslation defense vs "
+                        "SmoothLLM-lite (3 copies)", rate["backtranslation"], rate["smoothllm"],
+                        "SmoothLLM-lite, 3 copies", False, 1.0,
+                        details={**common, "ours": med["backtranslation"], "peer": med["smoothllm"]}),
+    ]
+
+
+def report(med: dict[str, dict[str, Any]]) -> None:
+    for name, r in med.items():
+        print(f"{name:18s} {r['seconds']:7.2f} s/unit  batched calls {r['batched_calls']:.2f}  "
+              f"passes {r['item_passes']:.2f}")
+
+
+MODEL = "embedded SmolLM2-135M-Instruct (HF, CPU)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--questions", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", choices=("clue", "defense"), default=None, help="run one of the two comparisons")
+    ap.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    args = ap.parse_args()
+
+    from trustlab.models import load_model
+    from trustlab.models.embedded import load_sentence_encoder
+    from trustlab.report import write_benchmark
+
+    model = Counted(load_model("embedded", batch_size=16))
+    model.generate(["Hi"], max_new_tokens=2)  # warm-up
+    if args.only in (None, "clue"):
+        write_benchmark(args.out / "clue_cost.json", clue_records(model, load_sentence_encoder(), args))
+    if args.only in (None, "defense"):
+        write_benchmark(args.out / "defense_latency.json", defense_records(model, args))
 
 
 if __name__ == "__main__":

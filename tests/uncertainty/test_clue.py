@@ -150,8 +150,8 @@ def test_nli_tie_breaker_merges_inside_the_band():
         def entail(self, pairs):
             return [0.9] * len(pairs)
 
-    ids = CLUE(ScriptedModel(str), nli=SaysSame(), embedder=Near(), tie_band=(0.7, 0.85))._both_ways(
-        ["Steve Jobs", "Jobs"], Near().encode(["Steve Jobs", "Jobs"]))
+    ids = CLUE(ScriptedModel(str), nli=SaysSame(), embedder=Near(), tie_band=(0.7, 0.85))._both_ways_many(
+        [["Steve Jobs", "Jobs"]], [Near().encode(["Steve Jobs", "Jobs"])])[0]
     assert ids(0, 1) is True
     assert pool_concepts(["Steve Jobs", "Jobs"], Near().encode(["Steve Jobs", "Jobs"])) == [0, 1]
 

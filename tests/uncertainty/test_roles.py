@@ -25,6 +25,8 @@ def test_each_clue_role_is_called_only_for_its_own_step(tokenizer):
     answer has concepts and the NLI step surely runs."""
     llm, nli_model = spy(make_tiny(tokenizer, seed=0)), spy(make_tiny(tokenizer, seed=1))
     llm.name, nli_model.name = "tiny-under-test", "tiny-nli"
+    nli_model.share_prefixes = False  # NLI through ``forward``, which the spy sees (the shared-prefix path
+    # runs the same handle's network directly: tests/uncertainty/test_clue_batching.py)
     extractor = spy(ScriptedModel(lambda p: "Paris, capital city", "scripted-extractor"))
     clue = CLUE(llm, nli=nli_model, extractor=extractor, embedder=FakeEncoder(), n_samples=2, max_new_tokens=4,
                 extract_max_new_tokens=8, seed=0)

@@ -265,7 +265,7 @@ class CLUE:
             raise ValueError("every item needs at least one sample")
         check_samples_vary([it["samples"] for it in items], method="CLUE", sampling=self.llm.capabilities.sampling)
         extracted, echoed = self._extract([t for it in items for t in self._texts(it)])
-        pooled = [self._pool(it, [extracted[t] for t in self._texts(it)]) for it in items]
+        pooled = self._pool_many(items, [[extracted[t] for t in self._texts(it)] for it in items])
         pairs = [(s, HYPOTHESIS.format(concept=c)) for it, (reps, *_) in zip(items, pooled, strict=True)
                  for c in reps for s in it["samples"]]
         scored = self.nli.entail(pairs)
@@ -311,25 +311,34 @@ class CLUE:
                 echoed[t] = [c for c, x in zip(concepts, copied, strict=True) if x]
         return out, echoed
 
-    def _pool(self, item: dict[str, Any], per_text: list[list[str]]):
-        """Pooled representatives, their aliases and sources, and the answer's representatives."""
-        offset = 0 if item["answer"] is None else 1
-        flat: list[str] = []
-        origin: list[int] = []
-        for k, concepts in enumerate(per_text):
-            for c in concepts:
-                flat.append(c)
-                origin.append(k - offset)  # -1 = the answer
-        if not flat:
-            return [], [], [], []
-        vecs = None
-        if self.pooler == "cosine":
+    def _pool_many(self, items: list[dict[str, Any]], per_texts: list[list[list[str]]]) -> list[tuple]:
+        """For each item: pooled representatives, their aliases and sources, and the answer's
+        representatives. The concepts of all items are embedded in one call and the pairs that need an
+        entailment judge are scored in one call."""
+        flats: list[list[str]] = []
+        origins: list[list[int]] = []
+        for item, per_text in zip(items, per_texts, strict=True):
+            offset = 0 if item["answer"] is None else 1
+            flats.append([c for concepts in per_text for c in concepts])
+            origins.append([k - offset for k, concepts in enumerate(per_text) for _ in concepts])  # -1 = the answer
+        vecs: list[np.ndarray | None] = [None] * len(items)
+        every = [c for flat in flats for c in flat]
+        if self.pooler == "cosine" and every:
             if self.embedder is None:
                 from trustlab.models.embedded import load_sentence_encoder
 
                 self.embedder = load_sentence_encoder()
-            vecs = self.embedder.encode(flat, normalize_embeddings=True, convert_to_numpy=True)
-        same = self._both_ways(flat, vecs) if (self.pooler == "nli" or self.tie_band) else None
+            stacked = self.embedder.encode(every, normalize_embeddings=True, convert_to_numpy=True)  # (sum C, D)
+            bounds = np.cumsum([0] + [len(f) for f in flats])
+            vecs = [stacked[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        judges = self._both_ways_many(flats, vecs) if (self.pooler == "nli" or self.tie_band) else [None] * len(items)
+        return [self._pool_one(flat, origin, v, same)
+                for flat, origin, v, same in zip(flats, origins, vecs, judges, strict=True)]
+
+    def _pool_one(self, flat: list[str], origin: list[int], vecs: np.ndarray | None,
+                  same: Callable[[int, int], bool] | None) -> tuple:
+        if not flat:
+            return [], [], [], []
         ids = pool_concepts(flat, vecs, threshold=self.threshold, same=same, band=self.tie_band)
         members = {cid: [i for i, x in enumerate(ids) if x == cid] for cid in dict.fromkeys(ids)}
         reps = [flat[m[0]] for m in members.values()]
@@ -338,14 +347,20 @@ class CLUE:
         answer_reps = list(dict.fromkeys(flat[members[ids[i]][0]] for i in range(len(flat)) if origin[i] == -1))
         return reps, aliases, sources, answer_reps
 
-    def _both_ways(self, flat: list[str], vecs: np.ndarray | None) -> Callable[[int, int], bool]:
-        """A pair judge: both-way entailment > 0.5, scored in one batch for the pairs that need it."""
-        n = len(flat)
-        need = [(i, j) for i in range(n) for j in range(i + 1, n)
-                if vecs is None or (self.tie_band and self.tie_band[0] <= float(vecs[i] @ vecs[j]) < self.tie_band[1])]
-        probs = self.nli.entail([(flat[a], flat[b]) for i, j in need for a, b in ((i, j), (j, i))])
-        ok = {p: probs[2 * k] > 0.5 and probs[2 * k + 1] > 0.5 for k, p in enumerate(need)}
-        return lambda i, j: ok.get((min(i, j), max(i, j)), False)
+    def _both_ways_many(self, flats: list[list[str]],
+                        vecs: list[np.ndarray | None]) -> list[Callable[[int, int], bool]]:
+        """A pair judge per item (both-way entailment > 0.5), the pairs of all items scored in one batch."""
+        needs = [[(i, j) for i in range(len(flat)) for j in range(i + 1, len(flat))
+                  if v is None or (self.tie_band and self.tie_band[0] <= float(v[i] @ v[j]) < self.tie_band[1])]
+                 for flat, v in zip(flats, vecs, strict=True)]
+        probs = self.nli.entail([(flat[a], flat[b]) for flat, need in zip(flats, needs, strict=True)
+                                 for i, j in need for a, b in ((i, j), (j, i))])
+        judges, pos = [], 0
+        for need in needs:
+            ok = {p: probs[pos + 2 * k] > 0.5 and probs[pos + 2 * k + 1] > 0.5 for k, p in enumerate(need)}
+            pos += 2 * len(need)
+            judges.append(lambda i, j, ok=ok: ok.get((min(i, j), max(i, j)), False))
+        return judges
 
     def _aggregate(self, scores: list[ConceptScore], answer_reps: list[str]) -> float:
         chosen = [c.uncertainty for c in scores if c.concept in answer_reps] or [c.uncertainty for c in scores]
