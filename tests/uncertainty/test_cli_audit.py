@@ -45,3 +45,14 @@ def test_uncertainty_audit_section(tiny, tmp_path):
     for row, r in zip(sections[0].table, reports, strict=True):  # the top concept is never an example copy
         texts = " ".join([r["answer"], *r["samples"]])
         assert row["most uncertain concept"] == "-" or not example_copies([r["concepts"][0]["concept"]], texts)[0]
+
+
+def test_the_uncertainty_row_names_what_would_make_it_measurable():
+    from trustlab.uncertainty.audit import remeasure_command
+
+    weak_nli = remeasure_command("embedded:m", False, 5, 7)
+    assert weak_nli.startswith("trustlab audit --model embedded:m --nli-model ")
+    assert remeasure_command("embedded:m", True, 0, 12, nli="embedded:n") == \
+        "trustlab reproduce clue --model embedded:m --nli-model embedded:n"  # all right: ask more questions
+    assert remeasure_command("embedded:m", True, 12, 1).startswith("trustlab reproduce clue")
+    assert remeasure_command("embedded:m", True, 4, 8).startswith("trustlab audit")  # measurable: roles as advice

@@ -33,6 +33,22 @@ def plan(model: Any, *, quick: bool = False, scale: float = 1.0) -> Cost:
                 prompt_tokens=q * (1 + n) * 60 + (pairs + 40) * 80)
 
 
+def remeasure_command(model: str, nli_ok: bool, wrong: int, right: int, nli: str | None = None,
+                      extractor: str | None = None) -> str:
+    """The command that would make the uncertainty row measurable: stronger NLI / extractor roles when the
+    NLI failed its check, else (too few wrong or right answers among the audit's questions) the CLUE
+    reproduction, which asks many more questions with the same roles.
+
+    Example:
+        >>> remeasure_command("embedded:m", True, 0, 12)
+        'trustlab reproduce clue --model embedded:m'
+    """
+    if nli_ok and min(wrong, right) < MIN_PER_CLASS:
+        return (f"trustlab reproduce clue --model {model}" + (f" --nli-model {nli}" if nli else "")
+                + (f" --extractor-model {extractor}" if extractor else ""))
+    return f"trustlab audit --model {model} --nli-model {STRONGER_ROLE_MODEL} --extractor-model {STRONGER_ROLE_MODEL}"
+
+
 def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, Any] | None = None,
         scale: float = 1.0) -> list[Section | Concern]:
     """CLUE on ``model`` (any backend: black-box handles use generated label words as NLI); ``roles["nli"]`` and
@@ -95,20 +111,23 @@ def run(model: Any, run: RunFolder, *, quick: bool, seed: int, roles: dict[str, 
     n_extract = sum(r.n_extractions for r in reports)
     wrong = sum(errors)
     nli_name = (nli_model or model).name
-    stronger = f"trustlab audit --model {model.name} --nli-model {STRONGER_ROLE_MODEL} --extractor-model {STRONGER_ROLE_MODEL}"
+    nli_ok = sanity["accuracy"] >= MIN_NLI_ACCURACY
+    remeasure = remeasure_command(model.name, nli_ok, wrong, len(errors) - wrong,
+                                  nli_model.name if nli_model is not None else None,
+                                  extractor.name if extractor is not None else None)
     concern = measure(
         "uncertainty.flags_errors", "Its uncertainty does not flag its wrong answers",
         "ROC-AUC of CLUE concept uncertainty for wrong answers (0.5 = chance)", stat="roc_auc",
         items=[{"id": q["id"], "score": r.score, "error": e} for q, r, e in zip(questions, reports, errors, strict=True)],
         threshold=MIN_AUC, higher_is_better=True, valid_rate=1 - bad / n_extract if n_extract else None,
-        checks=[(sanity["accuracy"] >= MIN_NLI_ACCURACY,
+        checks=[(nli_ok,
                  f"the NLI ({nli_name}) is right on {sanity['accuracy']:.2f} of {sanity['n']} labelled pairs "
                  f"(need {MIN_NLI_ACCURACY})"),
                 (min(wrong, len(errors) - wrong) >= MIN_PER_CLASS,
                  f"{wrong} wrong and {len(errors) - wrong} right answers (need {MIN_PER_CLASS} of each)")],
         method="clue", fix=f"trustlab uncertainty --model {model.name} --nli-model {STRONGER_ROLE_MODEL} \"QUESTION\"",
         code=f"trustlab.uncertainty.CLUE(model, nli=load_model(\"{STRONGER_ROLE_MODEL}\")).estimate(prompt)",
-        remeasure=stronger, seed=seed,
+        remeasure=remeasure, seed=seed,
         note=f"Greedy accuracy {len(errors) - wrong}/{len(errors)}; ROC-AUC of the baselines: "
              + ", ".join(f"{k} {v:.2f}" for k, v in aucs.items() if k != "clue" and v == v))
     return [Section("Uncertainty: CLUE concept-level vs sequence-level", text, rows),
