@@ -7,7 +7,9 @@ gradients, in one process; the optimizers are timed in interleaved rounds so mac
 them alike. On a shared machine pass ``--threads 1``: with more threads than free cores every timing
 (AdamW's too) is dominated by waiting.
 
-Run: ``python benchmarks/lora_rite_step.py --threads 1`` (writes ``results/benchmarks/lora_rite_step.json``).
+Run: ``python benchmarks/lora_rite_step.py --threads 1`` (writes ``results/benchmarks/lora_rite_step.json``);
+``--model embedded:qwen2.5-coder-1.5b`` measures the larger embedded model (bf16 weights, float32 LoRA factors)
+into ``results/benchmarks/lora_rite_step--qwen2.5-coder-1.5b.json``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ from trustlab.report import BenchmarkRecord, machine_info, write_benchmark
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def lora_model(rank: int):
+def lora_model(rank: int, spec: str = "embedded"):
     from peft import LoraConfig, get_peft_model
 
     from trustlab.models import load_model
 
-    base = load_model("embedded").model
+    base = load_model(spec).model
     model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=TARGETS))
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # LoRA factors train in float32 whatever the base's dtype
     ids = torch.randint(0, base.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
     model(input_ids=ids, labels=ids).loss.backward()
     return model
@@ -94,15 +99,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--ranks", type=int, nargs="+", default=[8, 16, 64])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--out", type=Path, default=Path("results/benchmarks/lora_rite_step.json"))
+    ap.add_argument("--model", default="embedded", help="model spec (default: the embedded SmolLM2)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default results/benchmarks/lora_rite_step.json (lora_rite_step--<model>.json otherwise)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        slug = "" if args.model == "embedded" else "--" + args.model.split(":")[-1].split("/")[-1].lower()
+        args.out = Path(f"results/benchmarks/lora_rite_step{slug}.json")
     if args.threads:
         torch.set_num_threads(args.threads)
     ours, adamw, peer = "trustlab LoRARITE", "torch AdamW (default)", "pytorch-optimizer LoRARite"
     by_rank = {}
     for rank in args.ranks:
         torch.manual_seed(0)
-        model = lora_model(rank)
+        model = lora_model(rank, args.model)
         sec, mem, n, fallbacks, buffers = time_steps(model, args.rounds, args.steps)
         by_rank[rank] = {"step_seconds": sec, "state_bytes": mem, "lora_params": n,
                          "pairs": len(find_lora_pairs(model)[0]), "basis_fallbacks": fallbacks,
@@ -114,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"x{sec[name] / sec[adamw]:.2f} AdamW")
     r16 = by_rank.get(16) or by_rank[args.ranks[0]]
     rank = 16 if 16 in by_rank else args.ranks[0]
-    setup = {"model": "SmolLM2-135M-Instruct (embedded)", "rank": rank, "targets": TARGETS,
+    label = "SmolLM2" if args.model == "embedded" else args.model
+    setup = {"model": "SmolLM2-135M-Instruct (embedded)" if args.model == "embedded" else args.model, "rank": rank, "targets": TARGETS,
              "rounds": args.rounds, "steps_per_round": args.steps, "statistic": "median",
              "torch_threads": torch.get_num_threads(), "timing": "one process, optimizers interleaved per round",
              "all_ranks": by_rank, "optimizer_class": LoRARITE.__name__, "load_average": os.getloadavg(),
@@ -123,13 +134,13 @@ def main(argv: list[str] | None = None) -> None:
     sec, mem = r16["step_seconds"], r16["state_bytes"]
     machine = machine_info()
     records = [
-        BenchmarkRecord(f"optimizer step time, LoRA rank {rank} on SmolLM2 (s)", sec[ours], sec[adamw],
+        BenchmarkRecord(f"optimizer step time, LoRA rank {rank} on {label} (s)", sec[ours], sec[adamw],
                         "torch.optim.AdamW (default settings)", True, 1.25, machine, setup),
-        BenchmarkRecord(f"optimizer step time, LoRA rank {rank} on SmolLM2 (s)", sec[ours], sec[peer],
+        BenchmarkRecord(f"optimizer step time, LoRA rank {rank} on {label} (s)", sec[ours], sec[peer],
                         "pytorch-optimizer LoRARite", True, 1.0, machine, setup),
-        BenchmarkRecord(f"optimizer state memory, LoRA rank {rank} on SmolLM2 (bytes)", mem[ours], mem[adamw],
+        BenchmarkRecord(f"optimizer state memory, LoRA rank {rank} on {label} (bytes)", mem[ours], mem[adamw],
                         "torch.optim.AdamW (default settings)", True, None, machine, setup),
-        BenchmarkRecord(f"optimizer state memory, LoRA rank {rank} on SmolLM2 (bytes)", mem[ours], mem[peer],
+        BenchmarkRecord(f"optimizer state memory, LoRA rank {rank} on {label} (bytes)", mem[ours], mem[peer],
                         "pytorch-optimizer LoRARite", True, None, machine, setup),
     ]
     write_benchmark(args.out, records)
