@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from tests.snapshots import file_stamps
 from trustlab.report.schema import read_summary
 from trustlab.reproduce.diffusion_tracin import QUICK, build_data, gi_count, run
 
@@ -25,11 +26,11 @@ def test_quick_run_writes_claims_plots_and_resumes(tmp_path: Path):
     for png in ("grad_norm_by_timestep", "proponent_counts", "proponents", "ddpm_samples"):
         assert (tmp_path / f"{png}.png").stat().st_size > 5_000
     assert not (tmp_path / "checkpoints" / "features").exists()  # deleted once the scores are saved
-    before = _files(tmp_path / "checkpoints")
+    before = file_stamps(tmp_path / "checkpoints")
     assert before  # the DDPM checkpoints and the saved scores
     again = run(tmp_path, quick=True)
     assert [c.to_dict() for c in again] == [c.to_dict() for c in claims]
-    assert _files(tmp_path / "checkpoints") == before  # nothing retrained or recomputed
+    assert file_stamps(tmp_path / "checkpoints") == before  # nothing retrained or recomputed
 
 
 def test_outliers_are_inverted_digits_and_gi_counts_shares():
@@ -41,8 +42,3 @@ def test_outliers_are_inverted_digits_and_gi_counts_shares():
     tops = torch.tensor([[0, 1], [0, 2], [0, 3], [4, 5], [6, 7]]).numpy()
     assert gi_count(tops, 8, 0.2) == 8  # 20% of 5 queries = 1: every sample that appears
     assert gi_count(tops, 8, 0.6) == 1  # only sample 0 (3 of 5)
-
-
-def _files(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``root`` with its size and modification time (a rerun that redid a unit changes them)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from tests.snapshots import file_stamps
 from trustlab.reproduce.memorization_fingerprint import run
 
 
@@ -24,12 +24,7 @@ def test_quick_reproduction_writes_claims_and_resumes(tmp_path):
     assert len(rows) == 4 * 2 * 2 and all(len(r["curve"]) == 3 for r in rows)
     assert set(details["results"]["vit-trained"]["identification"]) == {
         "curves", "single-layer", "pixel mean/std", "logistic regression"}
-    before = _files(tmp_path / "checkpoints")
+    before = file_stamps(tmp_path / "checkpoints")
     again = run(tmp_path, quick=True)  # every unit is on disk: nothing is trained, sampled or embedded again
-    assert _files(tmp_path / "checkpoints") == before
+    assert file_stamps(tmp_path / "checkpoints") == before
     assert [c.ours for c in again] == [c.ours for c in claims]
-
-
-def _files(root: Path) -> dict[str, tuple[int, int]]:
-    """Every checkpoint file with its size and modification time (a rerun that redid a unit would change them)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.snapshots import file_stamps
 from trustlab.reproduce.lfr import run as run_lfr
 from trustlab.reproduce.mix_cd import run_lm
 
@@ -19,11 +20,11 @@ def test_lfr_quick_run_writes_claims_curves_and_focus_composition(tmp_path: Path
     assert [e["kind"] for e in focus] == ["learn", "focus", "review", "focus", "review"]
     assert sum(focus[1]["per_stratum"].values()) == focus[1]["active"] < 300  # 5 strata x 60 blocks
     assert (tmp_path / "perplexity_vs_steps.png").stat().st_size > 10_000
-    before = _files(tmp_path / "runs")
+    before = file_stamps(tmp_path / "runs")
     assert any(name.endswith("unit.json") for name in before)
     again = run_lfr(tmp_path, quick=True)
     assert [c.to_dict() for c in again] == [c.to_dict() for c in claims]
-    assert _files(tmp_path / "runs") == before  # the units are read back, not retrained
+    assert file_stamps(tmp_path / "runs") == before  # the units are read back, not retrained
 
 
 def test_mix_cd_lm_quick_run_measures_forgetting_for_each_policy(tmp_path: Path):
@@ -37,8 +38,3 @@ def test_mix_cd_lm_quick_run_measures_forgetting_for_each_policy(tmp_path: Path)
     assert units["none-seed0"]["rehearsed_samples"] == 0
     assert units["random-seed0"]["rehearsed_samples"] == units["mixcd-seed0"]["rehearsed_samples"] == 12 * 4
     assert len(units["mixcd-seed0"]["alphas"]) == 10 and sum(units["mixcd-seed0"]["bin_counts"]) == 48
-
-
-def _files(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``root`` with its size and modification time (a rerun that redid a unit changes them)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}

@@ -102,7 +102,6 @@ def test_claims_follow_the_pass_rules_fixed_before_the_run():
 
 
 def test_audit_plan_counts_the_calls_of_run():
-    pytest.importorskip("trustlab.audit.plan")
     from trustlab.safety.mossbench_audit import plan
 
     quick, half = plan(None, quick=True), plan(None, scale=0.5)
