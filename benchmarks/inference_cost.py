@@ -1,11 +1,15 @@
 """Inference cost of CLUE and of the backtranslation defense, side by side in one run.
 
 1. CLUE per question (N samples, every step batched across questions) vs the unscored greedy answer,
-   and vs sampling-based semantic entropy (N samples clustered with MiniLM, the cheapest
-   LM-Polygraph-style sampling estimator) on the same model and questions.
+   and vs sampling-based semantic entropy on the same model and questions, in two forms: with NLI
+   clusters (LM-Polygraph's estimator, the spec's peer: bidirectional entailment over every ordered pair
+   of samples, here with the same LLM-as-NLI that CLUE uses, since no MNLI model is offline) and with
+   MiniLM embedding clusters (a cheaper variant with no NLI at all).
    Target (issue #16): CLUE / semantic entropy <= 2.0 in seconds per question.
 2. The backtranslation defense on one batch of benign requests (the costly case: no early refusal), in
-   requests/s, vs the undefended call and vs SmoothLLM-lite with 3 copies. Target (spec and issue #16):
+   requests/s, vs the undefended call and vs SmoothLLM-lite with 3 copies, at each answer length of
+   ``--answer-tokens`` (default 32 and 128, the spec's reproduction setting): the defense adds a
+   fixed-budget backtranslation (64 tokens) and O', SmoothLLM triples the answer. Target (spec and issue #16):
    at least SmoothLLM's requests/s on a batch of 32 (ours / SmoothLLM >= 1.0 in requests/s, i.e. <= 1.0
    in seconds per request). The defense's decisions are recorded: a request that stops early (refused at
    once, no inferred request, filtered) costs fewer calls.
@@ -17,7 +21,7 @@ estimator (its NLI cache would make repeats free). Runs alternate peer / ours an
 Writes ``results/benchmarks/clue_cost.json`` and ``results/benchmarks/defense_latency.json``.
 
 Usage: ``python benchmarks/inference_cost.py [--questions 8] [--samples 5] [--requests 32] [--repeats 3]
-[--only clue|defense]``
+[--answer-tokens 32,128] [--only clue|defense]``
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def clue_records(model: Counted, encoder: Any, args: argparse.Namespace) -> list[Any]:
     """CLUE vs the unscored greedy answer and vs sampling semantic entropy, seconds per question."""
     from trustlab.report import BenchmarkRecord
-    from trustlab.uncertainty import CLUE, EmbeddingSemanticEntropy, SampleSet
+    from trustlab.uncertainty import CLUE, LLMNLI, EmbeddingSemanticEntropy, SampleSet, SemanticEntropy
     from trustlab.uncertainty.fixtures import QA_PROMPT, qa_items
 
     n, tok = args.samples, args.new_tokens
@@ -134,18 +138,31 @@ def clue_records(model: Counted, encoder: Any, args: argparse.Namespace) -> list
         rows = model.generate(prompts, max_new_tokens=tok, temperature=1.0, n=n, seed=0)
         semantic([SampleSet(p, "", [s.text for s in r]) for p, r in zip(prompts, rows, strict=True)])
 
+    def nli_entropy() -> None:  # a new LLM-as-NLI each run, as for CLUE (its cache would make repeats free)
+        rows = model.generate(prompts, max_new_tokens=tok, temperature=1.0, n=n, seed=0)
+        nli = LLMNLI(model)
+        SemanticEntropy(nli, sampling=True)([SampleSet(p, "", [s.text for s in r]) for p, r in zip(prompts, rows, strict=True)])
+        se_pairs.append(nli.validity.total)
+
     concepts: list[int] = []
     pairs: list[int] = []
+    se_pairs: list[int] = []
 
     def clue_run() -> None:  # a new CLUE each run: its NLI cache would make repeats free
         clue = CLUE(model, embedder=encoder, n_samples=n, max_new_tokens=tok, extract_max_new_tokens=tok, seed=0)
         concepts.extend(len(r.concepts) for r in clue.estimate_many(prompts))
         pairs.append(clue.nli.validity.total)
 
-    runs: dict[str, list[dict[str, Any]]] = {"greedy": [], "semantic_entropy": [], "clue": []}
+    runs: dict[str, list[dict[str, Any]]] = {"greedy": [], "semantic_entropy": [], "semantic_entropy_nli": [],
+                                             "clue": []}
     for _ in range(args.repeats):
         runs["greedy"].append(timed(model, lambda: model.generate(prompts, max_new_tokens=tok), len(prompts)))
         runs["semantic_entropy"].append(timed(model, sample_entropy, len(prompts)))
+        run = timed(model, nli_entropy, len(prompts))
+        plain = run["by_kind"].pop("forward", {"item_passes": 0.0})["item_passes"]
+        run["by_kind"]["nli_pairs"] = {"batched_calls": 1 / len(prompts), "item_passes": se_pairs[-1] / len(prompts)}
+        run["item_passes"] += se_pairs[-1] / len(prompts) - plain
+        runs["semantic_entropy_nli"].append(run)
         run = timed(model, clue_run, len(prompts))
         # NLI pairs run over a KV-cached prefix per premise, past the proxy: count them as passes instead
         plain = run["by_kind"].pop("forward", {"item_passes": 0.0})["item_passes"]
@@ -161,18 +178,23 @@ def clue_records(model: Counted, encoder: Any, args: argparse.Namespace) -> list
         BenchmarkRecord("seconds per question: CLUE (greedy + N samples + extraction + NLI) vs unscored greedy answer",
                         med["clue"]["seconds"], med["greedy"]["seconds"], "unscored greedy call", True, None,
                         details={**common, "ours": med["clue"], "peer": med["greedy"]}),
+        BenchmarkRecord("seconds per question: CLUE vs semantic entropy with NLI clusters (LM-Polygraph's "
+                        "estimator: N samples + every ordered sample pair through the same LLM-as-NLI)",
+                        med["clue"]["seconds"], med["semantic_entropy_nli"]["seconds"],
+                        "semantic entropy, NLI clusters (trustlab.uncertainty.SemanticEntropy)", True, 2.0,
+                        details={**common, "ours": med["clue"], "peer": med["semantic_entropy_nli"]}),
         BenchmarkRecord("seconds per question: CLUE vs sampling semantic entropy (N samples + MiniLM clusters)",
                         med["clue"]["seconds"], med["semantic_entropy"]["seconds"], "embedding semantic entropy",
                         True, 2.0, details={**common, "ours": med["clue"], "peer": med["semantic_entropy"]}),
     ]
 
 
-def defense_records(model: Counted, args: argparse.Namespace) -> list[Any]:
-    """The backtranslation defense vs the undefended call and vs SmoothLLM-lite, requests/s on one batch."""
+def defense_records(model: Counted, args: argparse.Namespace, tok: int) -> list[Any]:
+    """The backtranslation defense vs the undefended call and vs SmoothLLM-lite, requests/s on one batch
+    whose answers have up to ``tok`` new tokens."""
     from trustlab.report import BenchmarkRecord
     from trustlab.safety import BacktranslationDefense, SmoothLLM
 
-    tok = args.new_tokens
     requests = (BENIGN * -(-args.requests // len(BENIGN)))[: args.requests]
     defense = BacktranslationDefense(model, inferred_max_new_tokens=tok)
     smooth = SmoothLLM(model, copies=3)
@@ -191,13 +213,14 @@ def defense_records(model: Counted, args: argparse.Namespace) -> list[Any]:
     rate = {k: 1 / r["seconds"] for k, r in med.items()}
     common = {"requests": len(requests), "batch": "all requests in one generate call per step",
               "max_new_tokens": tok, "repeats": args.repeats, "gamma": defense.gamma, "model": MODEL,
-              "backtranslator": "same model",
+              "backtranslator": "same model", "backtranslate_max_new_tokens": defense.backtranslate_max_new_tokens,
               "decisions_per_run": {k: v / args.repeats for k, v in sorted(decisions.items())}}
+    at = f"{len(requests)} benign requests, answers of up to {tok} tokens"
     return [
-        BenchmarkRecord(f"requests/s on a batch of {len(requests)} benign requests: backtranslation defense vs "
+        BenchmarkRecord(f"requests/s on a batch of {at}: backtranslation defense vs "
                         "undefended call", rate["backtranslation"], rate["undefended"], "undefended call", False,
                         None, details={**common, "ours": med["backtranslation"], "peer": med["undefended"]}),
-        BenchmarkRecord(f"requests/s on a batch of {len(requests)} benign requests: backtranslation defense vs "
+        BenchmarkRecord(f"requests/s on a batch of {at}: backtranslation defense vs "
                         "SmoothLLM-lite (3 copies)", rate["backtranslation"], rate["smoothllm"],
                         "SmoothLLM-lite, 3 copies", False, 1.0,
                         details={**common, "ours": med["backtranslation"], "peer": med["smoothllm"]}),
@@ -218,7 +241,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=8)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--requests", type=int, default=32)
-    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=32, help="CLUE's answers and extractions")
+    ap.add_argument("--answer-tokens", default="32,128", help="the defense's answer lengths, comma-separated")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", choices=("clue", "defense"), default=None, help="run one of the two comparisons")
     ap.add_argument("--out", type=Path, default=Path("results/benchmarks"))
@@ -233,7 +257,8 @@ def main() -> None:
     if args.only in (None, "clue"):
         write_benchmark(args.out / "clue_cost.json", clue_records(model, load_sentence_encoder(), args))
     if args.only in (None, "defense"):
-        write_benchmark(args.out / "defense_latency.json", defense_records(model, args))
+        write_benchmark(args.out / "defense_latency.json",
+                        [r for tok in map(int, args.answer_tokens.split(",")) for r in defense_records(model, args, tok)])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from trustlab.uncertainty.baselines import (
     PredictiveEntropy,
     SampleSet,
     SelfCheckNLI,
+    SemanticEntropy,
+    entailment_clusters,
     rouge_l,
 )
 from trustlab.uncertainty.clue import CLUE, ConceptReport, ConceptScore, concept_uncertainty, pool_concepts
@@ -19,6 +21,6 @@ from trustlab.uncertainty.nli import HFNLI, LLMNLI, load_nli
 
 __all__ = [
     "CLUE", "HFNLI", "LLMNLI", "ConceptReport", "ConceptScore", "EmbeddingSemanticEntropy", "LexicalSimilarity",
-    "MaximumSequenceProbability", "PredictiveEntropy", "SampleSet", "SelfCheckNLI", "bootstrap_ci",
-    "concept_uncertainty", "load_nli", "parse_concepts", "pool_concepts", "prr", "roc_auc", "rouge_l",
+    "MaximumSequenceProbability", "PredictiveEntropy", "SampleSet", "SelfCheckNLI", "SemanticEntropy", "bootstrap_ci",
+    "concept_uncertainty", "entailment_clusters", "load_nli", "parse_concepts", "pool_concepts", "prr", "roc_auc", "rouge_l",
 ]

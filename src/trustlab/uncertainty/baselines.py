@@ -214,6 +214,69 @@ class EmbeddingSemanticEntropy(_SampleBased):
         return out
 
 
+def entailment_clusters(texts: Sequence[str], entail: dict[tuple[str, str], float], threshold: float = 0.5) -> list[int]:
+    """Cluster id of each text by bidirectional entailment (Kuhn et al. 2023, Algorithm 1): a text joins
+    the first earlier cluster whose representative (its first member) it entails and is entailed by, each
+    direction with P(entailment) > ``threshold``; identical texts (after stripping) always join. A pair
+    the NLI could not judge (NaN) does not join.
+
+    Example:
+        >>> entailment_clusters(["a", "b", "a"], {("a", "b"): 0.9, ("b", "a"): 0.2})
+        [0, 1, 0]
+    """
+    reps: list[str] = []
+    ids: list[int] = []
+    for t in texts:
+        key = t.strip()
+        hit = next((c for c, r in enumerate(reps) if r == key or (
+            entail.get((key, r), math.nan) > threshold and entail.get((r, key), math.nan) > threshold)), None)
+        if hit is None:
+            reps.append(key)
+            hit = len(reps) - 1
+        ids.append(hit)
+    return ids
+
+
+class SemanticEntropy(_SampleBased):
+    """Semantic entropy with NLI clusters (Kuhn et al. 2023; Farquhar et al. 2024's discrete form), as
+    LM-Polygraph computes it: the entailment matrix of every ordered pair of distinct samples in one
+    batched NLI call, greedy bidirectional-entailment clusters (:func:`entailment_clusters`), entropy of
+    the cluster frequencies. Black-box: it needs no log-probs.
+
+    With the NLI back-end CLUE uses (:mod:`trustlab.uncertainty.nli`, e.g. LLM-as-NLI), this is the
+    sequence-level peer of CLUE on equal terms: same samples, same entailment scorer.
+
+    Args:
+        nli: an entailment scorer (``entail(pairs) -> P(entailment)``).
+        threshold: P(entailment) each direction must exceed to merge (default 0.5).
+        sampling: see :class:`_SampleBased`.
+
+    Example:
+        >>> SemanticEntropy(LLMNLI(model))([SampleSet("Capital of France?", "Paris", ["Paris", "Lyon", "Paris."])])
+    """
+
+    name = "semantic_entropy_nli"
+
+    def __init__(self, nli: Any, threshold: float = 0.5, *, sampling: bool | None = None):
+        super().__init__(sampling=sampling)
+        self.nli = nli
+        self.threshold = threshold
+
+    def _score(self, items: Sequence[SampleSet]) -> list[float]:
+        pairs: list[tuple[str, str]] = []
+        for it in items:
+            distinct = list(dict.fromkeys(s.strip() for s in it.samples))
+            pairs += [(a, b) for a in distinct for b in distinct if a != b]
+        pairs = list(dict.fromkeys(pairs))
+        entail = dict(zip(pairs, self.nli.entail(pairs), strict=True)) if pairs else {}
+        out = []
+        for it in items:
+            ids = entailment_clusters(it.samples, entail, self.threshold)
+            n = len(ids)
+            out.append(-sum((ids.count(c) / n) * math.log(ids.count(c) / n) for c in set(ids)) if n else float("nan"))
+        return out
+
+
 class SelfCheckNLI(_SampleBased):
     """SelfCheckGPT-NLI scoring rule: mean over samples of P(contradiction | premise = sample,
     hypothesis = answer), with P over {entailment, contradiction}, so = 1 - P(entailment). Pairs the

@@ -83,10 +83,11 @@ def grouped_label_logprobs(model: ModelHandle, prompts: Sequence[Prompt], keys: 
     key (e.g. the same premise) share one KV-cached token prefix.
 
     Each group's common token prefix (at least :data:`MIN_SHARED_TOKENS`, at most its shortest prompt
-    minus one token) runs once, the prefixes of up to ``batch_size`` groups in one left-padded forward;
-    the groups' rows then run only their own tokens, ``batch_size`` rows per forward (rows of several
-    groups together), over their group's cached prefix, with positions that skip the padding (what the
-    handle's shared-prefix generation does). Groups of one prompt, or with a shorter common prefix, take
+    minus one token) runs once, the prefixes of up to ``batch_size`` groups in one left-padded forward
+    (groups in order of prefix length); the groups' rows then run only their own tokens, ``batch_size``
+    rows per forward (rows of several groups together, in order of length, so that little is padding),
+    over their group's cached prefix, with positions that skip the padding (what the handle's
+    shared-prefix generation does). Groups of one prompt, or with a shorter common prefix, take
     ``label_logprobs`` itself. The label distributions match one full forward per prompt up to float
     rounding.
 
@@ -114,6 +115,8 @@ def grouped_label_logprobs(model: ModelHandle, prompts: Sequence[Prompt], keys: 
             alone += members
         else:
             groups.append((members, n))
+    # shortest prefixes first, and within a forward's rows shortest tails first: less padding to run
+    groups.sort(key=lambda g: g[1])
     out: dict[int, dict[str, float]] = {}
     step = max(1, int(getattr(model, "batch_size", 8)))
     pad = model.tokenizer.pad_token_id
@@ -138,7 +141,8 @@ def grouped_label_logprobs(model: ModelHandle, prompts: Sequence[Prompt], keys: 
         pre_ids, pre_mask = left_padded([rows[members[0]][:n] for members, n in part])  # (G, P)
         res = run(pre_ids, pre_mask, 0, use_cache=True)
         cache = res["cache"] if "cache" in res else res["past_key_values"]
-        jobs = [(g, i) for g, (members, _) in enumerate(part) for i in members]
+        jobs = sorted(((g, i) for g, (members, _) in enumerate(part) for i in members),
+                      key=lambda job: len(rows[job[1]]) - part[job[0]][1])
         for j0 in range(0, len(jobs), step):
             chunk = jobs[j0:j0 + step]
             which = torch.tensor([g for g, _ in chunk])
