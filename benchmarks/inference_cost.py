@@ -14,14 +14,18 @@
    in seconds per request). The defense's decisions are recorded: a request that stops early (refused at
    once, no inferred request, filtered) costs fewer calls.
 
+The model is the embedded SmolLM2-135M-Instruct, loaded as the CLUE and backtranslation reproductions load it
+(bfloat16, sdpa attention, 16 prompts per batch; ``--attn eager`` for the handle's default kernel).
+
 Model calls are counted by a proxy around the handle: batched calls (what the backend sees) and
 per-item passes (prompts x samples; CLUE's LLM-as-NLI runs its pairs over KV-cached premise prefixes,
 past the proxy, so its passes are the (sample, concept) pairs it scored). Each CLUE run builds a new
 estimator (its NLI cache would make repeats free). Runs alternate peer / ours and the median is reported.
-Writes ``results/benchmarks/clue_cost.json`` and ``results/benchmarks/defense_latency.json``.
+Writes ``results/benchmarks/clue_cost.json`` and ``results/benchmarks/defense_latency.json`` (with
+``--attn eager``: ``clue_cost--eager.json`` ...; with ``--model M``: ``defense_latency--<model>.json`` ...).
 
 Usage: ``python benchmarks/inference_cost.py [--questions 8] [--samples 5] [--requests 32] [--repeats 3]
-[--answer-tokens 32,128] [--only clue|defense]``
+[--answer-tokens 32,128] [--model SPEC] [--attn sdpa|eager] [--only clue|defense]``
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ def clue_records(model: Counted, encoder: Any, args: argparse.Namespace) -> list
     med = {k: median_run(v) for k, v in runs.items()}
     report(med)
     common = {"questions": len(prompts), "samples": n, "max_new_tokens": tok, "repeats": args.repeats,
-              "model": MODEL, "nli": "LLM-as-NLI (same model), one KV-cached prefix per premise",
+              "model": model_label(model, args), "nli": "LLM-as-NLI (same model), one KV-cached prefix per premise",
               "pooled_concepts_per_question": sum(concepts) / max(len(concepts), 1)}
     return [
         BenchmarkRecord("seconds per question: CLUE (greedy + N samples + extraction + NLI) vs unscored greedy answer",
@@ -212,7 +216,8 @@ def defense_records(model: Counted, args: argparse.Namespace, tok: int) -> list[
     report(med)
     rate = {k: 1 / r["seconds"] for k, r in med.items()}
     common = {"requests": len(requests), "batch": "all requests in one generate call per step",
-              "max_new_tokens": tok, "repeats": args.repeats, "gamma": defense.gamma, "model": MODEL,
+              "max_new_tokens": tok, "repeats": args.repeats, "gamma": defense.gamma,
+              "model": model_label(model, args),
               "backtranslator": "same model", "backtranslate_max_new_tokens": defense.backtranslate_max_new_tokens,
               "decisions_per_run": {k: v / args.repeats for k, v in sorted(decisions.items())}}
     at = f"{len(requests)} benign requests, answers of up to {tok} tokens"
@@ -233,7 +238,8 @@ def report(med: dict[str, dict[str, Any]]) -> None:
               f"passes {r['item_passes']:.2f}")
 
 
-MODEL = "embedded SmolLM2-135M-Instruct (HF, CPU)"
+def model_label(model: Counted, args: argparse.Namespace) -> str:
+    return f"{model.name} (HF, CPU, bfloat16, {args.attn} attention, batch_size 16)"
 
 
 def main() -> None:
@@ -244,6 +250,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32, help="CLUE's answers and extractions")
     ap.add_argument("--answer-tokens", default="32,128", help="the defense's answer lengths, comma-separated")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="embedded", help="model spec (default: the embedded SmolLM2)")
+    ap.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa",
+                    help="attention kernel (default sdpa, as the reproductions load the model)")
     ap.add_argument("--only", choices=("clue", "defense"), default=None, help="run one of the two comparisons")
     ap.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = ap.parse_args()
@@ -252,12 +261,15 @@ def main() -> None:
     from trustlab.models.embedded import load_sentence_encoder
     from trustlab.report import write_benchmark
 
-    model = Counted(load_model("embedded", batch_size=16))
+    # loaded as the CLUE and backtranslation reproductions load it (sdpa attention, 16 prompts per batch)
+    model = Counted(load_model(args.model, batch_size=16, attn_implementation=args.attn))
     model.generate(["Hi"], max_new_tokens=2)  # warm-up
+    key = "" if args.model == "embedded" else "--" + model.name.split(":")[-1].split("/")[-1].lower().replace("-instruct", "")
+    tag = key + ("" if args.attn == "sdpa" else f"--{args.attn}")
     if args.only in (None, "clue"):
-        write_benchmark(args.out / "clue_cost.json", clue_records(model, load_sentence_encoder(), args))
+        write_benchmark(args.out / f"clue_cost{tag}.json", clue_records(model, load_sentence_encoder(), args))
     if args.only in (None, "defense"):
-        write_benchmark(args.out / "defense_latency.json",
+        write_benchmark(args.out / f"defense_latency{tag}.json",
                         [r for tok in map(int, args.answer_tokens.split(",")) for r in defense_records(model, args, tok)])
 
 
