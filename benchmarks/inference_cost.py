@@ -128,6 +128,15 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2], "all_seconds": [r["seconds"] for r in runs]}
 
 
+def nli_pairs_as_passes(run: dict[str, Any], pairs: int, per: int) -> dict[str, Any]:
+    """LLM-as-NLI pairs run over a KV-cached prefix per premise, past the proxy: count them as passes
+    (one batched call) instead of the plain forwards the proxy saw."""
+    plain = run["by_kind"].pop("forward", {"item_passes": 0.0})["item_passes"]
+    run["by_kind"]["nli_pairs"] = {"batched_calls": 1 / per, "item_passes": pairs / per}
+    run["item_passes"] += pairs / per - plain
+    return run
+
+
 def clue_records(model: Counted, encoder: Any, args: argparse.Namespace) -> list[Any]:
     """CLUE vs the unscored greedy answer and vs sampling semantic entropy, seconds per question."""
     from trustlab.report import BenchmarkRecord
@@ -162,17 +171,9 @@ def clue_records(model: Counted, encoder: Any, args: argparse.Namespace) -> list
     for _ in range(args.repeats):
         runs["greedy"].append(timed(model, lambda: model.generate(prompts, max_new_tokens=tok), len(prompts)))
         runs["semantic_entropy"].append(timed(model, sample_entropy, len(prompts)))
-        run = timed(model, nli_entropy, len(prompts))
-        plain = run["by_kind"].pop("forward", {"item_passes": 0.0})["item_passes"]
-        run["by_kind"]["nli_pairs"] = {"batched_calls": 1 / len(prompts), "item_passes": se_pairs[-1] / len(prompts)}
-        run["item_passes"] += se_pairs[-1] / len(prompts) - plain
-        runs["semantic_entropy_nli"].append(run)
-        run = timed(model, clue_run, len(prompts))
-        # NLI pairs run over a KV-cached prefix per premise, past the proxy: count them as passes instead
-        plain = run["by_kind"].pop("forward", {"item_passes": 0.0})["item_passes"]
-        run["by_kind"]["nli_pairs"] = {"batched_calls": 1 / len(prompts), "item_passes": pairs[-1] / len(prompts)}
-        run["item_passes"] += pairs[-1] / len(prompts) - plain
-        runs["clue"].append(run)
+        runs["semantic_entropy_nli"].append(nli_pairs_as_passes(timed(model, nli_entropy, len(prompts)),
+                                                                se_pairs[-1], len(prompts)))
+        runs["clue"].append(nli_pairs_as_passes(timed(model, clue_run, len(prompts)), pairs[-1], len(prompts)))
     med = {k: median_run(v) for k, v in runs.items()}
     report(med)
     common = {"questions": len(prompts), "samples": n, "max_new_tokens": tok, "repeats": args.repeats,
@@ -260,12 +261,12 @@ def main() -> None:
     from trustlab.models import load_model
     from trustlab.models.embedded import load_sentence_encoder
     from trustlab.report import write_benchmark
+    from trustlab.reproduce import is_default_model, model_slug
 
     # loaded as the CLUE and backtranslation reproductions load it (sdpa attention, 16 prompts per batch)
     model = Counted(load_model(args.model, batch_size=16, attn_implementation=args.attn))
     model.generate(["Hi"], max_new_tokens=2)  # warm-up
-    key = "" if args.model == "embedded" else "--" + model.name.split(":")[-1].split("/")[-1].lower().replace("-instruct", "")
-    tag = key + ("" if args.attn == "sdpa" else f"--{args.attn}")
+    tag = ("" if is_default_model(args.model) else f"--{model_slug(args.model)}") + ("" if args.attn == "sdpa" else f"--{args.attn}")
     if args.only in (None, "clue"):
         write_benchmark(args.out / f"clue_cost{tag}.json", clue_records(model, load_sentence_encoder(), args))
     if args.only in (None, "defense"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,18 +167,35 @@ class LexicalSimilarity(_SampleBased):
                 else float("nan") for it in items]
 
 
-def greedy_clusters(vectors: Any, threshold: float) -> list[int]:
-    """Cluster id of each unit-norm vector: joins the first earlier cluster whose representative
-    (its first member) has cosine >= threshold, else starts a new one."""
+def first_fit_clusters(n: int, same: Callable[[int, int], bool]) -> list[int]:
+    """Cluster id of each of ``n`` items: item i joins the first earlier cluster whose representative r
+    (its first member) has ``same(i, r)``, else starts a new one.
+
+    Example:
+        >>> first_fit_clusters(3, lambda i, r: i % 2 == r % 2)
+        [0, 1, 0]
+    """
     reps: list[int] = []
     ids: list[int] = []
-    for i in range(len(vectors)):
-        hit = next((c for c, r in enumerate(reps) if float(vectors[i] @ vectors[r]) >= threshold), None)
+    for i in range(n):
+        hit = next((c for c, r in enumerate(reps) if same(i, r)), None)
         if hit is None:
             reps.append(i)
             hit = len(reps) - 1
         ids.append(hit)
     return ids
+
+
+def cluster_entropy(ids: Sequence[int]) -> float:
+    """Entropy of the cluster frequencies (discrete semantic entropy); NaN for no items."""
+    n = len(ids)
+    return -sum((ids.count(c) / n) * math.log(ids.count(c) / n) for c in set(ids)) if n else float("nan")
+
+
+def greedy_clusters(vectors: Any, threshold: float) -> list[int]:
+    """Cluster id of each unit-norm vector: joins the first earlier cluster whose representative
+    (its first member) has cosine >= threshold, else starts a new one."""
+    return first_fit_clusters(len(vectors), lambda i, r: float(vectors[i] @ vectors[r]) >= threshold)
 
 
 class EmbeddingSemanticEntropy(_SampleBased):
@@ -207,10 +224,8 @@ class EmbeddingSemanticEntropy(_SampleBased):
         vecs = self.encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True) if texts else []
         out, pos = [], 0
         for it in items:
-            ids = greedy_clusters(vecs[pos:pos + len(it.samples)], self.threshold)
+            out.append(cluster_entropy(greedy_clusters(vecs[pos:pos + len(it.samples)], self.threshold)))
             pos += len(it.samples)
-            n = len(ids)
-            out.append(-sum((ids.count(c) / n) * math.log(ids.count(c) / n) for c in set(ids)) if n else float("nan"))
         return out
 
 
@@ -224,17 +239,13 @@ def entailment_clusters(texts: Sequence[str], entail: dict[tuple[str, str], floa
         >>> entailment_clusters(["a", "b", "a"], {("a", "b"): 0.9, ("b", "a"): 0.2})
         [0, 1, 0]
     """
-    reps: list[str] = []
-    ids: list[int] = []
-    for t in texts:
-        key = t.strip()
-        hit = next((c for c, r in enumerate(reps) if r == key or (
-            entail.get((key, r), math.nan) > threshold and entail.get((r, key), math.nan) > threshold)), None)
-        if hit is None:
-            reps.append(key)
-            hit = len(reps) - 1
-        ids.append(hit)
-    return ids
+    keys = [t.strip() for t in texts]
+
+    def same(i: int, r: int) -> bool:
+        a, b = keys[i], keys[r]
+        return a == b or (entail.get((a, b), math.nan) > threshold and entail.get((b, a), math.nan) > threshold)
+
+    return first_fit_clusters(len(keys), same)
 
 
 class SemanticEntropy(_SampleBased):
@@ -269,12 +280,7 @@ class SemanticEntropy(_SampleBased):
             pairs += [(a, b) for a in distinct for b in distinct if a != b]
         pairs = list(dict.fromkeys(pairs))
         entail = dict(zip(pairs, self.nli.entail(pairs), strict=True)) if pairs else {}
-        out = []
-        for it in items:
-            ids = entailment_clusters(it.samples, entail, self.threshold)
-            n = len(ids)
-            out.append(-sum((ids.count(c) / n) * math.log(ids.count(c) / n) for c in set(ids)) if n else float("nan"))
-        return out
+        return [cluster_entropy(entailment_clusters(it.samples, entail, self.threshold)) for it in items]
 
 
 class SelfCheckNLI(_SampleBased):
