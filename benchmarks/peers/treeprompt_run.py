@@ -18,6 +18,7 @@ Usage: ``python treeprompt_run.py JOB.json OUT.json``
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import sys
@@ -105,6 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import importlib.metadata
-
     main()
